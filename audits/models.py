@@ -1,0 +1,1 @@
+"""Governance, shadow experiments, judge audits and drift live here (see the open issues)."""

@@ -1,0 +1,76 @@
+"""ASGI entry point, with a body-size guard in front of Django.
+
+Django reads a whole request body before the view runs; the guard answers 413
+with a JSON error as soon as the declared length (or the bytes received so far)
+exceed `GATEWAY_MAX_BODY_BYTES`, so an oversized body is never read whole.
+"""
+
+import json
+import os
+
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# Static files (admin, API docs, plotly.js) are served from the installed packages.
+django_application = ASGIStaticFilesHandler(get_asgi_application())
+
+from django.conf import settings  # noqa: E402
+
+
+class BodyLimit:
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def _reject(self, send) -> None:
+        body = json.dumps({"error": {"code": "body_too_large",
+                                     "message": f"request body exceeds {self.limit} bytes", "field": None}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit or declared < 0:
+                    return await self._reject(send)
+        received = 0
+        too_large = False
+
+        async def guarded_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    too_large = True
+                    # Stop reading: hand Django an over-limit, final chunk it will refuse.
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        started = False
+
+        async def guarded_send(message):
+            nonlocal started
+            if too_large and not started:
+                started = True
+                return await self._reject(send)
+            if too_large:
+                return None
+            if message["type"] == "http.response.start":
+                started = True
+            return await send(message)
+
+        return await self.app(scope, guarded_receive, guarded_send)
+
+
+application = BodyLimit(django_application, settings.GATEWAY_MAX_BODY_BYTES)

@@ -1,0 +1,21 @@
+"""Provider credentials and endpoints.
+
+A provider with an API key is called for real (base URL overridable); a provider
+without one is sent to the loopback provider emulator, and everything it answers
+is marked simulated.
+"""
+
+from config.env import env_int, env_str, env_url
+
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+GEMINI_API_KEY = env_str("GEMINI_API_KEY")
+ANTHROPIC_BASE_URL = env_url("ANTHROPIC_BASE_URL")
+OPENAI_BASE_URL = env_url("OPENAI_BASE_URL")
+GEMINI_BASE_URL = env_url("GEMINI_BASE_URL")
+# OpenAI-compatible servers (vLLM, Ollama): base URL including /v1, key optional.
+OPENAI_COMPATIBLE_BASE_URL = env_url("OPENAI_COMPATIBLE_BASE_URL")
+OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY")
+
+EMULATOR_URL = env_url("EMULATOR_URL", "http://127.0.0.1:8765")
+PROVIDER_TIMEOUT_S = env_int("PROVIDER_TIMEOUT_S", 120, minimum=1)

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from routing import health
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("", include("routing.api.urls")),
+    path("", include("dashboard.urls")),
+]

@@ -1,0 +1,1 @@
+"""Rollup tables for the dashboards will live here (see the dashboards issue)."""

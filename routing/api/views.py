@@ -1,0 +1,111 @@
+"""The native REST API: decide only, route and execute, feedback."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+
+from routing.engine.dispatch import Routed
+from routing.runtime import KeyInfo, get_runtime
+from routing.services import feedback_record
+
+from .common import gateway_endpoint, gateway_request, native_error, record, routing_headers
+from .inputs import parse_feedback_input, parse_route_input
+from .parsing import parse_json_body
+
+
+def _decision_payload(routed: Routed) -> dict:
+    sentinel = routed.sentinel
+    return {
+        "request_id": str(routed.request_id),
+        "decision": sentinel.decision.to_dict() if sentinel and sentinel.decision else None,
+        "sentinel": {
+            "kind": sentinel.kind if sentinel else "bypass",
+            "model": sentinel.model if sentinel else None,
+            "error": sentinel.failure if sentinel else None,
+        },
+        "route": routed.outcome.route,
+        "reason": routed.outcome.reason,
+        "escalated": routed.outcome.escalated,
+        "executor": {
+            "provider": routed.route.provider,
+            "model": routed.route.model,
+            "model_version": routed.route.model_version,
+        },
+    }
+
+
+@gateway_endpoint(native_error)
+async def route_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
+    """POST /api/v1/route — classify and apply the policy; nothing is generated."""
+    data = parse_route_input(parse_json_body(request))
+    gateway = await get_runtime().gateway()
+    greq = gateway_request(key, "route", system=data.system, messages=data.messages,
+                           metadata=data.metadata, max_tokens=data.max_tokens)
+    routed = await gateway.route(greq)
+    record(gateway, routed, None, greq)
+    payload = _decision_payload(routed)
+    payload["estimated_cost"] = str(routed.estimated_cost)
+    payload["estimated_tokens"] = {"input": routed.estimated_input_tokens, "output": routed.estimated_output_tokens}
+    payload["policy_version"] = gateway.policy.number
+    return JsonResponse(payload, headers=routing_headers(routed))
+
+
+@gateway_endpoint(native_error)
+async def complete_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
+    """POST /api/v1/complete — route, execute, answer, record."""
+    data = parse_route_input(parse_json_body(request))
+    gateway = await get_runtime().gateway()
+    greq = gateway_request(key, "complete", system=data.system, messages=data.messages,
+                           metadata=data.metadata, max_tokens=data.max_tokens)
+    routed = await gateway.route(greq)
+    executed = await gateway.execute(routed, greq)
+    row = gateway.record(routed, executed, greq)
+    get_runtime().recorder.record(row)
+    headers = routing_headers(routed)
+    if executed.completion is None:
+        return JsonResponse(
+            {"error": {"code": "executor_failed", "message": f"the executor failed: {executed.error}",
+                       "field": None}, "request_id": str(routed.request_id), "route": routed.outcome.route},
+            status=502, headers=headers,
+        )
+    payload = _decision_payload(routed)
+    payload["executor"] = {
+        "provider": row.executor_provider, "model": row.executor_model, "model_version": row.executor_model_version,
+    }
+    payload.update({
+        "output": executed.completion.text,
+        "finish_reason": executed.completion.finish_reason,
+        "usage": {
+            "input_tokens": row.executor_input_tokens,
+            "output_tokens": row.executor_output_tokens,
+            "cached_tokens": row.executor_cached_tokens,
+            "cache_write_tokens": row.executor_cache_write_tokens,
+            "sentinel": {"input_tokens": row.sentinel_input_tokens, "output_tokens": row.sentinel_output_tokens,
+                         "cached_tokens": row.sentinel_cached_tokens},
+        },
+        "cost": str(row.cost),
+        "sentinel_cost": str(row.sentinel_cost),
+        "executor_cost": str(row.executor_cost),
+        "baseline_cost": str(row.baseline_cost),
+        "latency": {"sentinel_ms": row.sentinel_ms, "executor_ms": row.executor_ms,
+                    "overhead_ms": row.overhead_ms, "total_ms": row.total_ms},
+        "attempts": row.attempts,
+        "simulated": row.simulated,
+        "policy_version": gateway.policy.number,
+    })
+    return JsonResponse(payload, headers=headers)
+
+
+@gateway_endpoint(native_error)
+async def feedback_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
+    """POST /api/v1/feedback — a user quality signal for a request id."""
+    data = parse_feedback_input(parse_json_body(request))
+    feedback = await sync_to_async(feedback_record)(
+        request_id=data.request_id, application_id=key.application_id,
+        score=data.score, thumbs=data.thumbs, comment=data.comment,
+    )
+    return JsonResponse(
+        {"request_id": str(feedback.request_id), "score": feedback.score, "thumbs": feedback.thumbs or None},
+        status=201,
+    )

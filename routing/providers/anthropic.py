@@ -1,0 +1,151 @@
+"""Anthropic Messages API through the official `anthropic` SDK (async client).
+
+Structured output: a tool whose `input_schema` is the schema, forced with
+`tool_choice`. The system prompt is marked for prompt caching. Anthropic's
+`input_tokens` excludes cache reads and writes; `Usage` includes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anthropic
+
+from routing.engine.pricing import Usage
+
+from .base import (
+    RETRYABLE_STATUSES,
+    ChatProvider,
+    Completion,
+    Message,
+    ProviderConfig,
+    ProviderError,
+    StreamDelta,
+    StructuredResult,
+    parse_retry_after,
+)
+
+_STOP = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop", "tool_use": "tool_calls"}
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
+    cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
+    uncached = getattr(usage, "input_tokens", None) or 0
+    return Usage(
+        input_tokens=uncached + cache_read + cache_write,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )
+
+
+class AnthropicProvider(ChatProvider):
+    name = "anthropic"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        # Our gateway owns retries (one layer only), so the SDK's are off.
+        self.client = anthropic.AsyncAnthropic(
+            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+        )
+
+    def _error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ProviderError("anthropic: timeout", provider=self.name, retryable=True, kind="timeout")
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            return ProviderError(
+                f"anthropic: HTTP {status}",
+                provider=self.name,
+                status=status,
+                retryable=status in RETRYABLE_STATUSES,
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
+            return ProviderError("anthropic: connection failed", provider=self.name, retryable=True, kind="connection")
+        return ProviderError(f"anthropic: {type(exc).__name__}", provider=self.name, kind="malformed")
+
+    @staticmethod
+    def _system(system: str | None) -> Any:
+        if not system:
+            return anthropic.omit
+        return [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+
+    @staticmethod
+    def _messages(messages: Sequence[Message]) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.content} for m in messages]
+
+    async def complete(self, *, model, system, messages, max_tokens, timeout) -> Completion:
+        try:
+            response = await self.client.messages.create(
+                model=model,
+                max_tokens=max_tokens,
+                system=self._system(system),
+                messages=self._messages(messages),
+                timeout=timeout,
+            )
+        except anthropic.AnthropicError as exc:
+            raise self._error(exc) from exc
+        text = "".join(block.text for block in response.content if block.type == "text")
+        return Completion(
+            text=text,
+            usage=usage_from_anthropic(response.usage),
+            model_version=response.model,
+            finish_reason=_STOP.get(response.stop_reason or "", "stop"),
+        )
+
+    async def stream(self, *, model, system, messages, max_tokens, timeout) -> AsyncIterator[StreamDelta]:
+        input_usage: Any = None
+        output_tokens = 0
+        version = model
+        finish = "stop"
+        try:
+            events = await self.client.messages.create(
+                model=model,
+                max_tokens=max_tokens,
+                system=self._system(system),
+                messages=self._messages(messages),
+                stream=True,
+                timeout=timeout,
+            )
+            async for event in events:
+                if event.type == "message_start":
+                    input_usage = event.message.usage
+                    version = event.message.model
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    yield StreamDelta(text=event.delta.text)
+                elif event.type == "message_delta":
+                    output_tokens = event.usage.output_tokens or 0
+                    finish = _STOP.get(event.delta.stop_reason or "", "stop")
+        except anthropic.AnthropicError as exc:
+            raise self._error(exc) from exc
+        base = usage_from_anthropic(input_usage) if input_usage is not None else Usage()
+        usage = Usage(base.input_tokens, output_tokens, base.cached_tokens, base.cache_write_tokens)
+        yield StreamDelta(final=Completion(text="", usage=usage, model_version=version, finish_reason=finish))
+
+    async def structured(self, *, model, system, messages, schema, schema_name, max_tokens, timeout) -> StructuredResult:
+        try:
+            response = await self.client.messages.create(
+                model=model,
+                max_tokens=max_tokens,
+                system=self._system(system),
+                messages=self._messages(messages),
+                tools=[{"name": schema_name, "description": "Record the routing decision.", "input_schema": schema}],
+                tool_choice={"type": "tool", "name": schema_name},
+                timeout=timeout,
+            )
+        except anthropic.AnthropicError as exc:
+            raise self._error(exc) from exc
+        data: Any = None
+        for block in response.content:
+            if block.type == "tool_use" and block.name == schema_name:
+                data = block.input
+                break
+        if data is None:
+            data = "".join(getattr(block, "text", "") for block in response.content)
+        return StructuredResult(data=data, usage=usage_from_anthropic(response.usage), model_version=response.model)
+
+    async def aclose(self) -> None:
+        await self.client.close()

@@ -1,0 +1,128 @@
+"""The one small interface every provider implements, and the one error type they raise.
+
+A provider takes plain `Message`s and a system prompt and returns a `Completion`
+(text, normalised `Usage`, the exact model version the provider reported), a
+`StructuredResult` (the provider's native structured output), or a stream of
+`StreamDelta`s. Every failure is a `ProviderError` whose `retryable` says whether
+trying again can help.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from routing.engine.pricing import Usage
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    api_key: str
+    base_url: str | None = None
+    simulated: bool = False
+    timeout_s: float = 120.0
+
+
+@dataclass
+class Completion:
+    text: str
+    usage: Usage
+    model_version: str
+    finish_reason: str = "stop"
+
+
+@dataclass
+class StructuredResult:
+    data: Any  # dict when the provider returned an object, str when it returned text
+    usage: Usage
+    model_version: str
+
+
+@dataclass
+class StreamDelta:
+    """One piece of a stream: text, or (last) the final usage and version."""
+
+    text: str = ""
+    final: Completion | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A provider call failed. `retryable` is True for 429/5xx/timeouts/connection errors."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        kind: str = "error",
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.kind = kind  # error, timeout, connection, malformed
+
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class ChatProvider(abc.ABC):
+    name: str = ""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    @property
+    def simulated(self) -> bool:
+        return self.config.simulated
+
+    @abc.abstractmethod
+    async def complete(
+        self, *, model: str, system: str | None, messages: Sequence[Message], max_tokens: int, timeout: float
+    ) -> Completion: ...
+
+    @abc.abstractmethod
+    def stream(
+        self, *, model: str, system: str | None, messages: Sequence[Message], max_tokens: int, timeout: float
+    ) -> AsyncIterator[StreamDelta]: ...
+
+    @abc.abstractmethod
+    async def structured(
+        self,
+        *,
+        model: str,
+        system: str,
+        messages: Sequence[Message],
+        schema: dict[str, Any],
+        schema_name: str,
+        max_tokens: int,
+        timeout: float,
+    ) -> StructuredResult: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connection pools."""

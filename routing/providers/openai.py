@@ -1,0 +1,148 @@
+"""OpenAI Chat Completions through the official `openai` SDK (async client).
+
+Structured output: `response_format` with a strict JSON schema. OpenAI's
+`prompt_tokens` already includes cached tokens, which is `Usage`'s convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+
+from routing.engine.pricing import Usage
+
+from .base import (
+    RETRYABLE_STATUSES,
+    ChatProvider,
+    Completion,
+    Message,
+    ProviderConfig,
+    ProviderError,
+    StreamDelta,
+    StructuredResult,
+    parse_retry_after,
+)
+
+# Keywords strict mode may refuse; the policy validates ranges itself anyway.
+_UNSUPPORTED_STRICT = {"minimum", "maximum"}
+
+
+def strict_schema(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: strict_schema(v) for k, v in schema.items() if k not in _UNSUPPORTED_STRICT}
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    return schema
+
+
+def usage_from_openai(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    prompt = usage.prompt_tokens or 0
+    return Usage(input_tokens=prompt, output_tokens=usage.completion_tokens or 0, cached_tokens=min(cached, prompt))
+
+
+class OpenAIProvider(ChatProvider):
+    name = "openai"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self.client = openai.AsyncOpenAI(
+            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+        )
+
+    def _error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(f"{self.name}: timeout", provider=self.name, retryable=True, kind="timeout")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            return ProviderError(
+                f"{self.name}: HTTP {status}",
+                provider=self.name,
+                status=status,
+                retryable=status in RETRYABLE_STATUSES,
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError(f"{self.name}: connection failed", provider=self.name, retryable=True, kind="connection")
+        return ProviderError(f"{self.name}: {type(exc).__name__}", provider=self.name, kind="malformed")
+
+    @staticmethod
+    def _messages(system: str | None, messages: Sequence[Message]) -> list[dict[str, str]]:
+        out = [{"role": "system", "content": system}] if system else []
+        out.extend({"role": m.role, "content": m.content} for m in messages)
+        return out
+
+    async def complete(self, *, model, system, messages, max_tokens, timeout) -> Completion:
+        try:
+            response = await self.client.chat.completions.create(
+                model=model,
+                messages=self._messages(system, messages),
+                max_completion_tokens=max_tokens,
+                timeout=timeout,
+            )
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        choice = response.choices[0] if response.choices else None
+        return Completion(
+            text=(choice.message.content or "") if choice else "",
+            usage=usage_from_openai(response.usage),
+            model_version=response.model,
+            finish_reason=(choice.finish_reason if choice else None) or "stop",
+        )
+
+    async def stream(self, *, model, system, messages, max_tokens, timeout) -> AsyncIterator[StreamDelta]:
+        usage = Usage()
+        version = model
+        finish = "stop"
+        try:
+            chunks = await self.client.chat.completions.create(
+                model=model,
+                messages=self._messages(system, messages),
+                max_completion_tokens=max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=timeout,
+            )
+            async for chunk in chunks:
+                version = chunk.model or version
+                if chunk.usage is not None:
+                    usage = usage_from_openai(chunk.usage)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield StreamDelta(text=choice.delta.content)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        yield StreamDelta(final=Completion(text="", usage=usage, model_version=version, finish_reason=finish))
+
+    async def structured(self, *, model, system, messages, schema, schema_name, max_tokens, timeout) -> StructuredResult:
+        try:
+            response = await self.client.chat.completions.create(
+                model=model,
+                messages=self._messages(system, messages),
+                max_completion_tokens=max_tokens,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": schema_name, "schema": strict_schema(schema), "strict": True},
+                },
+                timeout=timeout,
+            )
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        content = response.choices[0].message.content if response.choices else ""
+        return StructuredResult(data=content or "", usage=usage_from_openai(response.usage), model_version=response.model)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """vLLM, Ollama and other servers speaking the OpenAI API, reached by base URL."""
+
+    name = "openai_compatible"

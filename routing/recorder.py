@@ -1,0 +1,180 @@
+"""The decision log writer: off the response path, in batches, never losing a row.
+
+1. Request handlers call `record()`, which only appends to an in-memory queue.
+2. A background thread drains the queue in batches (`DECISION_LOG_BATCH_SIZE` rows or
+   `DECISION_LOG_FLUSH_MS`) and bulk-inserts them.
+3. When the insert fails (database away, slow, locked), the batch is appended to a
+   spool file (JSON lines, fsynced) and the thread goes on.
+4. Each cycle, while the database answers, spool files are replayed oldest first;
+   inserts skip request ids already stored, so a replay after a partial write is safe.
+5. At exit the queue is flushed (to the database or, failing that, the spool).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.db import close_old_connections, connections
+
+from routing.engine.dispatch import DecisionRecord
+
+log = logging.getLogger("routing.recorder")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, (Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot spool {type(value).__name__}")
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("sentinel_cost", "executor_cost", "cost", "baseline_cost"):
+        row[key] = Decimal(row[key])
+    row["request_id"] = uuid.UUID(row["request_id"])
+    row["created_at"] = datetime.fromisoformat(row["created_at"])
+    return row
+
+
+class DecisionRecorder:
+    def __init__(self, *, spool_dir: str | Path, batch_size: int = 500, flush_ms: int = 200) -> None:
+        self.spool_dir = Path(spool_dir)
+        self.batch_size = batch_size
+        self.flush_s = flush_ms / 1000
+        self._queue: queue.Queue[DecisionRecord | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.written = 0
+        self.spooled = 0
+        self.failures = 0
+
+    # -- producer side (request handlers) --------------------------------------------------
+    def record(self, record: DecisionRecord) -> None:
+        self._ensure_thread()
+        self._idle.clear()
+        self._queue.put_nowait(record)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="decision-recorder", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+
+    # -- consumer side ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            batch: list[DecisionRecord] = []
+            stop = False
+            try:
+                item = self._queue.get(timeout=self.flush_s)
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+                deadline = time.monotonic() + self.flush_s
+                while not stop and len(batch) < self.batch_size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                    else:
+                        batch.append(item)
+            except queue.Empty:
+                pass
+            if batch:
+                self._write(batch)
+            self._replay_spool()
+            if self._queue.empty():
+                self._idle.set()
+            if stop:
+                connections.close_all()
+                return
+
+    def _write(self, batch: list[DecisionRecord]) -> None:
+        from .services import decisions_insert
+
+        try:
+            close_old_connections()
+            decisions_insert(records=batch)
+            self.written += len(batch)
+        except Exception:  # noqa: BLE001 - any database failure spools the batch
+            self.failures += 1
+            log.warning("decision log: database write failed; spooling %d rows", len(batch), exc_info=True)
+            self._spool(batch)
+            connections.close_all()
+
+    def _spool(self, batch: list[DecisionRecord]) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"decisions-{time.time_ns()}-{os.getpid()}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for record in batch:
+                fh.write(json.dumps(asdict(record), default=_encode) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.spooled += len(batch)
+
+    def spool_files(self) -> list[Path]:
+        if not self.spool_dir.exists():
+            return []
+        return sorted(self.spool_dir.glob("decisions-*.jsonl"))
+
+    def _replay_spool(self) -> None:
+        for path in self.spool_files():
+            if not replay_spool_file(path):
+                return
+
+    # -- control ---------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written or spooled (tests, shutdown)."""
+        if self._thread is None:
+            return True
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=15)
+
+
+def replay_spool_file(path: Path) -> bool:
+    """Insert a spool file's rows and delete it; False when the database is still away."""
+    from .services import decisions_insert
+
+    try:
+        rows = [_decode(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        log.error("decision log: unreadable spool file %s (%s); moved aside", path, exc)
+        path.rename(path.with_suffix(".bad"))
+        return True
+    try:
+        close_old_connections()
+        decisions_insert(records=rows)
+    except Exception:  # noqa: BLE001 - still down; try again later
+        connections.close_all()
+        return False
+    path.unlink(missing_ok=True)
+    log.info("decision log: replayed %d spooled rows from %s", len(rows), path.name)
+    return True

@@ -1,0 +1,160 @@
+"""The per-process serving runtime: cached catalog, policy and API keys; provider clients; recorder.
+
+Nothing here is read from the database on every request. The catalog, the active
+policy and API keys are cached in process and reloaded when the shared config
+version (in the Django cache: Redis when configured) changes, checked at most
+every `GATEWAY_CONFIG_REFRESH_MS`; key lookups are cached for
+`GATEWAY_API_KEY_CACHE_MS`, so a revoked key stops working within that bound.
+Provider SDK clients are bound to an event loop, so they are kept per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from routing.engine.catalog import Catalog, PolicySettings
+from routing.engine.dispatch import Gateway
+from routing.providers.base import ChatProvider, ProviderConfig
+from routing.providers.registry import build_provider
+
+from . import selectors
+from .recorder import DecisionRecorder
+from .services import CONFIG_VERSION_KEY, hash_api_key
+
+PROVIDER_KEYS = {
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", ""),
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "/v1"),
+    "gemini": ("GEMINI_API_KEY", "GEMINI_BASE_URL", ""),
+}
+
+
+def provider_configs() -> dict[str, ProviderConfig]:
+    """Real credentials where a key is set; otherwise the loopback emulator, marked simulated."""
+    timeout = float(settings.PROVIDER_TIMEOUT_S)
+    configs: dict[str, ProviderConfig] = {}
+    for name, (key_setting, url_setting, emulator_suffix) in PROVIDER_KEYS.items():
+        key = getattr(settings, key_setting)
+        if key:
+            configs[name] = ProviderConfig(api_key=key, base_url=getattr(settings, url_setting), timeout_s=timeout)
+        else:
+            configs[name] = ProviderConfig(
+                api_key="emulated", base_url=settings.EMULATOR_URL + emulator_suffix, simulated=True, timeout_s=timeout
+            )
+    if settings.OPENAI_COMPATIBLE_BASE_URL:
+        configs["openai_compatible"] = ProviderConfig(
+            api_key=settings.OPENAI_COMPATIBLE_API_KEY or "none",
+            base_url=settings.OPENAI_COMPATIBLE_BASE_URL,
+            timeout_s=timeout,
+        )
+    configs["guardrail"] = ProviderConfig(api_key="")
+    return configs
+
+
+def simulated_providers() -> list[str]:
+    return [name for name, cfg in provider_configs().items() if cfg.simulated]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: int
+    prefix: str
+    application_id: int
+    application_name: str
+    active: bool
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self.policy: PolicySettings | None = None
+        self._config_version: object = None
+        self._checked_at = 0.0
+        self._loaded_at = 0.0
+        self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChatProvider]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._reload_lock: asyncio.Lock | None = None
+        self.recorder = DecisionRecorder(
+            spool_dir=settings.DECISION_SPOOL_DIR,
+            batch_size=settings.DECISION_LOG_BATCH_SIZE,
+            flush_ms=settings.DECISION_LOG_FLUSH_MS,
+        )
+
+    # -- configuration ---------------------------------------------------------------------
+    def _load_sync(self) -> tuple[Catalog, PolicySettings, object]:
+        version = cache.get(CONFIG_VERSION_KEY)
+        return selectors.catalog_snapshot(), selectors.active_policy(), version
+
+    async def ensure_config(self) -> tuple[Catalog, PolicySettings]:
+        now = time.monotonic()
+        stale = self.catalog is None or now - self._loaded_at > 30
+        if not stale and now - self._checked_at >= settings.GATEWAY_CONFIG_REFRESH_S:
+            self._checked_at = now
+            version = await sync_to_async(cache.get, thread_sensitive=False)(CONFIG_VERSION_KEY)
+            stale = version != self._config_version
+        if stale:
+            catalog, policy, version = await sync_to_async(self._load_sync)()
+            self.catalog, self.policy, self._config_version = catalog, policy, version
+            self._loaded_at = self._checked_at = time.monotonic()
+            self._keys.clear()
+        assert self.catalog is not None and self.policy is not None
+        return self.catalog, self.policy
+
+    def invalidate(self) -> None:
+        """Force a reload on the next request (tests and admin actions in this process)."""
+        self.catalog = None
+        self._keys.clear()
+
+    # -- API keys --------------------------------------------------------------------------
+    @staticmethod
+    def _lookup_sync(key_hash: str) -> KeyInfo | None:
+        key = selectors.api_key_by_hash(key_hash)
+        if key is None:
+            return None
+        return KeyInfo(key.pk, key.prefix, key.application_id, key.application.name, key.is_active)
+
+    async def authenticate(self, raw_key: str) -> KeyInfo | None:
+        key_hash = hash_api_key(raw_key)
+        cached = self._keys.get(key_hash)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < settings.GATEWAY_API_KEY_CACHE_S:
+            info = cached[1]
+        else:
+            info = await sync_to_async(self._lookup_sync)(key_hash)
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[key_hash] = (now, info)
+        return info if info is not None and info.active else None
+
+    # -- providers and the gateway ---------------------------------------------------------
+    def providers(self) -> dict[str, ChatProvider]:
+        loop = asyncio.get_running_loop()
+        providers = self._providers.get(loop)
+        if providers is None:
+            providers = {name: build_provider(name, cfg) for name, cfg in provider_configs().items()}
+            self._providers[loop] = providers
+        return providers
+
+    async def gateway(self) -> Gateway:
+        catalog, policy = await self.ensure_config()
+        return Gateway(catalog=catalog, policy=policy, providers=self.providers(), now=timezone.now)
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, created on first use (after settings are loaded)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime

@@ -1,0 +1,123 @@
+"""Writes: API keys, feedback, the bootstrap policy, decision rows, config-version bumps."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from routing.engine.dispatch import DecisionRecord
+
+from .models import ApiKey, Application, Decision, Feedback, PolicyStatus, PolicyVersion
+
+KEY_PREFIX = "rgw"
+CONFIG_VERSION_KEY = "routing:config_version"
+
+
+def hash_api_key(raw: str) -> str:
+    """SHA-256 of the key. Keys carry 256 bits of randomness, so a slow KDF adds nothing
+    but latency on every request; a fast hash is the right tool here."""
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def bump_config_version() -> None:
+    """Tell every web process (through the shared cache) to reload catalog, policy and keys."""
+    try:
+        cache.incr(CONFIG_VERSION_KEY)
+    except ValueError:
+        cache.set(CONFIG_VERSION_KEY, 1, timeout=None)
+
+
+def application_get_or_create(*, name: str) -> Application:
+    application, _ = Application.objects.get_or_create(name=name)
+    return application
+
+
+@transaction.atomic
+def api_key_create(*, name: str, application: Application) -> tuple[ApiKey, str]:
+    """Create a key; return the row and the raw key, which is never stored or shown again."""
+    prefix = secrets.token_hex(4)
+    raw = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(application=application, name=name, prefix=prefix, key_hash=hash_api_key(raw))
+    return key, raw
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        key.refresh_from_db()
+        transaction.on_commit(bump_config_version)
+    return key
+
+
+def feedback_record(*, request_id: uuid.UUID, application_id: int, score: int, thumbs: str, comment: str) -> Feedback:
+    """Store (or replace) the feedback for a request, and copy the score onto its decision row."""
+    with transaction.atomic():
+        feedback, _ = Feedback.objects.update_or_create(
+            request_id=request_id,
+            application_id=application_id,
+            defaults={"score": score, "thumbs": thumbs, "comment": comment},
+        )
+        Decision.objects.filter(request_id=request_id, application_id=application_id).update(feedback_score=score)
+    return feedback
+
+
+@transaction.atomic
+def policy_bootstrap() -> PolicyVersion:
+    """Ensure exactly one active policy exists (version 1 with the documented defaults)."""
+    active = PolicyVersion.objects.select_for_update().filter(status=PolicyStatus.ACTIVE).first()
+    if active is not None:
+        return active
+    from .catalog_io import catalog_export
+
+    number = (PolicyVersion.objects.order_by("-number").values_list("number", flat=True).first() or 0) + 1
+    policy = PolicyVersion.objects.create(
+        number=number,
+        status=PolicyStatus.ACTIVE,
+        registry_snapshot={"routes": catalog_export()["routes"]},
+        activated_at=timezone.now(),
+        notes="Bootstrap policy with the documented defaults.",
+    )
+    transaction.on_commit(bump_config_version)
+    return policy
+
+
+def _decision_rows(records: Iterable[DecisionRecord | dict[str, Any]]) -> list[Decision]:
+    rows = []
+    for record in records:
+        values = asdict(record) if isinstance(record, DecisionRecord) else dict(record)
+        rows.append(Decision(**values))
+    return rows
+
+
+def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> int:
+    """Insert decision rows; a row whose request id is already stored is skipped (replays are safe)."""
+    rows = _decision_rows(records)
+    if not rows:
+        return 0
+    try:
+        with transaction.atomic():
+            Decision.objects.bulk_create(rows, ignore_conflicts=True)
+    except IntegrityError:
+        # A foreign key that vanished (deleted application or policy): keep the row, drop the link.
+        for row in rows:
+            row.application_id = None if not Application.objects.filter(pk=row.application_id).exists() else row.application_id
+            row.policy_version_id = (
+                None if not PolicyVersion.objects.filter(pk=row.policy_version_id).exists() else row.policy_version_id
+            )
+        with transaction.atomic():
+            Decision.objects.bulk_create(rows, ignore_conflicts=True)
+    # Feedback can arrive before the row is written: copy it on.
+    ids = [row.request_id for row in rows]
+    for fb in Feedback.objects.filter(request_id__in=ids):
+        Decision.objects.filter(
+            request_id=fb.request_id, application_id=fb.application_id, feedback_score__isnull=True
+        ).update(feedback_score=fb.score)
+    return len(rows)
