@@ -121,6 +121,9 @@ class AnthropicProvider(ChatProvider):
                     finish = _STOP.get(event.delta.stop_reason or "", "stop")
         except anthropic.AnthropicError as exc:
             raise self._error(exc) from exc
+        except Exception as exc:  # noqa: BLE001 - the transport's own errors surface mid-stream
+            raise ProviderError(f"{self.name}: stream broken ({type(exc).__name__})", provider=self.name,
+                                retryable=True, kind="connection") from exc
         base = usage_from_anthropic(input_usage) if input_usage is not None else Usage()
         usage = Usage(base.input_tokens, output_tokens, base.cached_tokens, base.cache_write_tokens)
         yield StreamDelta(final=Completion(text="", usage=usage, model_version=version, finish_reason=finish))

@@ -119,6 +119,9 @@ class OpenAIProvider(ChatProvider):
                         finish = choice.finish_reason
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
+        except Exception as exc:  # noqa: BLE001 - the transport's own errors surface mid-stream
+            raise ProviderError(f"{self.name}: stream broken ({type(exc).__name__})", provider=self.name,
+                                retryable=True, kind="connection") from exc
         yield StreamDelta(final=Completion(text="", usage=usage, model_version=version, finish_reason=finish))
 
     async def structured(self, *, model, system, messages, schema, schema_name, max_tokens, timeout) -> StructuredResult:

@@ -1,0 +1,114 @@
+"""Shared fixtures: the provider emulator on loopback, a live gateway (uvicorn), personas and keys.
+
+Providers are reached only through the official SDKs pointed at the emulator; nothing
+is monkeypatched. Tests that go through the decision-log writer thread use
+`transaction=True` so that thread's database connection sees (and writes) real rows.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from django.conf import settings
+
+from routing.providers.emulator.testing import EmulatorServer
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorServer]:
+    server = EmulatorServer().start()
+    # Every provider without a key goes to the emulator: make sure none has a key here.
+    settings.EMULATOR_URL = server.url
+    settings.ANTHROPIC_API_KEY = settings.OPENAI_API_KEY = settings.GEMINI_API_KEY = None
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def emu(emulator: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The session emulator, reset before and after the test."""
+    emulator.reset()
+    yield emulator
+    emulator.reset()
+
+
+@pytest.fixture
+def runtime(emu):
+    from routing.runtime import get_runtime
+
+    rt = get_runtime()
+    rt.invalidate()
+    yield rt
+    rt.recorder.flush()
+    rt.invalidate()
+
+
+@pytest.fixture
+def catalog(db):
+    """The default catalog and the bootstrap policy."""
+    from django.core.management import call_command
+
+    call_command("bootstrap", verbosity=0)
+
+
+@pytest.fixture
+def api_key(catalog) -> str:
+    from routing.services import api_key_create, application_get_or_create
+
+    _, raw = api_key_create(name="test key", application=application_get_or_create(name="test-app"))
+    return raw
+
+
+@pytest.fixture
+def auth(api_key) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {api_key}"}
+
+
+def flush_log() -> None:
+    from routing.runtime import get_runtime
+
+    assert get_runtime().recorder.flush(15), "decision log did not drain"
+
+
+class LiveGateway:
+    def __init__(self) -> None:
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LiveGateway:
+        from config.asgi import application
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(application, log_level="warning", access_log=False, lifespan="off", backlog=4096)
+        )
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            assert time.monotonic() < deadline, "gateway did not start"
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
+
+
+@pytest.fixture
+def live_gateway(transactional_db, emu, runtime, catalog) -> Iterator[LiveGateway]:
+    """The real ASGI app served by uvicorn on a loopback port, in its own thread and event loop."""
+    server = LiveGateway().start()
+    yield server
+    runtime.recorder.flush()
+    server.stop()
