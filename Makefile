@@ -25,7 +25,7 @@ run: install
 	HOST=$(HOST) PORT=$(PORT) EMULATOR_PORT=$(EMULATOR_PORT) PY=$(PY) bash scripts/run.sh
 
 test: install-dev
-	SECRET_KEY=$${SECRET_KEY:-test-secret-key-not-for-production} $(PY) -m pytest $(PYTEST_ARGS); \
+	SECRET_KEY=$${SECRET_KEY:-test-secret-key-not-for-production} VAR_DIR=$${VAR_DIR:-var/test} $(PY) -m pytest $(PYTEST_ARGS); \
 	status=$$?; if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 worker: install

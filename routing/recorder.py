@@ -108,6 +108,8 @@ class DecisionRecorder:
                 self._write(batch)
             self._replay_spool()
             if self._queue.empty():
+                if batch:
+                    connections.close_all()  # idle: don't hold a database connection open
                 self._idle.set()
             if stop:
                 connections.close_all()

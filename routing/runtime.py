@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -62,6 +64,42 @@ def simulated_providers() -> list[str]:
     return [name for name, cfg in provider_configs().items() if cfg.simulated]
 
 
+T = TypeVar("T")
+# Database reads on the serving path run here: a few threads, so a few connections, however many
+# requests are in flight (a thread per request would open a connection per request).
+_DB_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-db")
+
+
+async def run_db(fn: Callable[..., T], *args: Any) -> T:
+    from django.db import close_old_connections
+
+    def call() -> T:
+        close_old_connections()
+        return fn(*args)
+
+    return await asyncio.get_running_loop().run_in_executor(_DB_POOL, call)
+
+
+def close_db_connections() -> None:
+    """Close the serving pool's database connections (shutdown, tests)."""
+    import threading
+
+    from django.db import connections
+
+    workers = _DB_POOL._max_workers
+    barrier = threading.Barrier(workers, timeout=5)
+
+    def close() -> None:
+        connections.close_all()
+        try:
+            barrier.wait()  # hold this thread so that every worker thread gets one call
+        except threading.BrokenBarrierError:
+            pass
+
+    for future in [_DB_POOL.submit(close) for _ in range(workers)]:
+        future.result(timeout=10)
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     key_id: int
@@ -82,7 +120,9 @@ class Runtime:
         self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChatProvider]] = (
             weakref.WeakKeyDictionary()
         )
-        self._reload_lock: asyncio.Lock | None = None
+        # Single flight: concurrent requests share one in-flight reload or key lookup.
+        self._reload: asyncio.Future[Any] | None = None
+        self._lookups: dict[str, asyncio.Future[KeyInfo | None]] = {}
         self.recorder = DecisionRecorder(
             spool_dir=settings.DECISION_SPOOL_DIR,
             batch_size=settings.DECISION_LOG_BATCH_SIZE,
@@ -99,15 +139,31 @@ class Runtime:
         stale = self.catalog is None or now - self._loaded_at > 30
         if not stale and now - self._checked_at >= settings.GATEWAY_CONFIG_REFRESH_S:
             self._checked_at = now
-            version = await sync_to_async(cache.get, thread_sensitive=False)(CONFIG_VERSION_KEY)
+            version = await run_db(cache.get, CONFIG_VERSION_KEY)
             stale = version != self._config_version
         if stale:
-            catalog, policy, version = await sync_to_async(self._load_sync)()
+            await self._reload_once()
+        assert self.catalog is not None and self.policy is not None
+        return self.catalog, self.policy
+
+    async def _reload_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._reload
+        if pending is not None and not pending.done() and pending.get_loop() is loop:
+            await pending
+            return
+        future: asyncio.Future[Any] = loop.create_future()
+        self._reload = future
+        try:
+            catalog, policy, version = await run_db(self._load_sync)
             self.catalog, self.policy, self._config_version = catalog, policy, version
             self._loaded_at = self._checked_at = time.monotonic()
             self._keys.clear()
-        assert self.catalog is not None and self.policy is not None
-        return self.catalog, self.policy
+            future.set_result(None)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
 
     def invalidate(self) -> None:
         """Force a reload on the next request (tests and admin actions in this process)."""
@@ -129,11 +185,30 @@ class Runtime:
         if cached is not None and now - cached[0] < settings.GATEWAY_API_KEY_CACHE_S:
             info = cached[1]
         else:
-            info = await sync_to_async(self._lookup_sync)(key_hash)
+            info = await self._lookup_once(key_hash)
             if len(self._keys) > 10_000:
                 self._keys.clear()
             self._keys[key_hash] = (now, info)
         return info if info is not None and info.active else None
+
+    async def _lookup_once(self, key_hash: str) -> KeyInfo | None:
+        loop = asyncio.get_running_loop()
+        pending = self._lookups.get(key_hash)
+        if pending is not None and pending.get_loop() is loop:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyInfo | None] = loop.create_future()
+        self._lookups[key_hash] = future
+        try:
+            info = await run_db(self._lookup_sync, key_hash)
+            future.set_result(info)
+            return info
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            if self._lookups.get(key_hash) is future:
+                del self._lookups[key_hash]
 
     # -- providers and the gateway ---------------------------------------------------------
     def providers(self) -> dict[str, ChatProvider]:

@@ -19,6 +19,18 @@ from django.conf import settings
 from routing.providers.emulator.testing import EmulatorServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_serving_connections(django_db_setup, django_db_blocker):
+    """Close the serving pool's connections before pytest-django drops the test database."""
+    yield
+    from routing.runtime import close_db_connections, get_runtime
+
+    get_runtime().recorder.flush()
+    get_runtime().recorder.close()
+    with django_db_blocker.unblock():
+        close_db_connections()
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
     server = EmulatorServer().start()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from functools import partial
+
 from django.http import HttpRequest, JsonResponse
 
 from routing.engine.dispatch import Routed
-from routing.runtime import KeyInfo, get_runtime
+from routing.runtime import KeyInfo, get_runtime, run_db
 from routing.services import feedback_record
 
 from .common import gateway_endpoint, gateway_request, native_error, record, routing_headers
@@ -101,10 +102,10 @@ async def complete_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
 async def feedback_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
     """POST /api/v1/feedback — a user quality signal for a request id."""
     data = parse_feedback_input(parse_json_body(request))
-    feedback = await sync_to_async(feedback_record)(
+    feedback = await run_db(partial(feedback_record,
         request_id=data.request_id, application_id=key.application_id,
         score=data.score, thumbs=data.thumbs, comment=data.comment,
-    )
+    ))
     return JsonResponse(
         {"request_id": str(feedback.request_id), "score": feedback.score, "thumbs": feedback.thumbs or None},
         status=201,

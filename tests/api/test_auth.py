@@ -10,7 +10,7 @@ from django.core.management import call_command
 from routing.models import ApiKey
 from routing.services import api_key_revoke
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 ENDPOINTS = ["/api/v1/route", "/api/v1/complete", "/api/v1/feedback", "/v1/chat/completions", "/v1/messages"]
 
 

@@ -10,7 +10,7 @@ from django.test import Client
 from routing.models import Decision
 
 ENDPOINTS = ["/api/v1/route", "/api/v1/complete", "/api/v1/feedback", "/v1/chat/completions", "/v1/messages"]
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def post(client: Client, url: str, body: bytes | str, auth: dict, **extra):
