@@ -7,5 +7,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("", include("routing.api.urls")),
+    path("", include("audits.urls")),
     path("", include("dashboard.urls")),
 ]

@@ -1,0 +1,3 @@
+"""URLs of the audits app (governance proposals, reviews, audit trail)."""
+
+urlpatterns: list = []
