@@ -1,0 +1,1 @@
+"""Local learned sentinel: a RouteDecision from a small in-process model (numpy + tokenizers)."""
