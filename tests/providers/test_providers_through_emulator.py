@@ -151,3 +151,18 @@ async def test_a_stream_cut_midway_raises_a_provider_error(name, emu):
         async for delta in provider(name, emu).stream(model="m", system=None, messages=user("Explain DNS."),
                                                       max_tokens=300, timeout=5):
             got.append(delta)
+
+
+async def test_an_openai_compatible_server_is_reached_by_base_url(emu):
+    p = build_provider("openai_compatible", ProviderConfig(api_key="none", base_url=emu.url + "/v1"))
+    completion = await p.complete(model="llama-3.3-70b-instruct", system=None, messages=user("Say hello."),
+                                  max_tokens=50, timeout=10)
+    assert completion.text and completion.model_version == "llama-3.3-70b-instruct"
+    assert emu.stats()["by_provider"]["openai"] == 1
+
+
+async def test_the_guardrail_answers_without_any_network_call(emu):
+    p = build_provider("guardrail", ProviderConfig(api_key=""))
+    completion = await p.complete(model="guardrail", system=None, messages=user("bad"), max_tokens=10, timeout=1)
+    assert "can't help" in completion.text and completion.usage.output_tokens == 0
+    assert emu.stats()["total"] == 0
