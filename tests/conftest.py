@@ -18,6 +18,12 @@ from django.conf import settings
 
 from routing.providers.emulator.testing import EmulatorServer
 
+# Tests speak plain HTTP on loopback: production's HTTPS-only redirects and cookies are off here
+# (`manage.py check --deploy` is checked against the real settings in tests/test_settings.py).
+settings.SECURE_SSL_REDIRECT = False
+settings.SESSION_COOKIE_SECURE = False
+settings.CSRF_COOKIE_SECURE = False
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_serving_connections(django_db_setup, django_db_blocker):

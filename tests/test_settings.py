@@ -43,3 +43,12 @@ def test_a_secret_can_come_from_a_file(tmp_path):
         cwd=ROOT, env={**os.environ, "SECRET_KEY": "", "SECRET_KEY_FILE": str(secret)},
         capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "from-a-file"
+
+
+def test_check_deploy_is_clean_under_production_settings():
+    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECURE_SSL_REDIRECT"}}
+    env["SECRET_KEY"] = "a-long-random-production-secret-key-0123456789-abcdefghijklmnop"
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
