@@ -65,6 +65,9 @@ class DecisionRecorder:
 
     # -- producer side (request handlers) --------------------------------------------------
     def record(self, record: DecisionRecord) -> None:
+        from . import metrics
+
+        metrics.observe(record)
         self._ensure_thread()
         self._idle.clear()
         self._queue.put_nowait(record)

@@ -1,0 +1,80 @@
+"""Prometheus metrics for the serving path, fed from the decision records as they are logged.
+
+Every request produces exactly one `DecisionRecord`, so counting at the recorder gives one
+consistent set of numbers: requests and decisions per route, latency histograms per stage,
+errors per provider, retries/attempts, tokens and spend. Never prompt text.
+`GET /metrics` serves them (optionally behind `METRICS_TOKEN`).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from routing.engine.dispatch import DecisionRecord
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("gateway_requests", "Requests by endpoint, route after policy and status",
+                   ["endpoint", "route", "status"], registry=REGISTRY)
+DECISIONS = Counter("gateway_decisions", "Sentinel decisions by decided route and whether the policy escalated",
+                    ["sentinel_kind", "route_decided", "escalated"], registry=REGISTRY)
+LATENCY = Histogram("gateway_latency_seconds", "Latency per stage", ["stage", "route"], buckets=BUCKETS,
+                    registry=REGISTRY)
+TOKENS = Counter("gateway_tokens", "Tokens by stage and kind", ["stage", "kind"], registry=REGISTRY)
+SPEND = Counter("gateway_spend_dollars", "Spend in USD by route and executor model (float; the ledger is Decimal)",
+                ["route", "model"], registry=REGISTRY)
+BASELINE = Counter("gateway_baseline_spend_dollars", "What the same requests would have cost on the baseline model",
+                   registry=REGISTRY)
+PROVIDER_ERRORS = Counter("gateway_provider_errors", "Requests whose executor failed, by provider",
+                          ["provider"], registry=REGISTRY)
+SENTINEL_FAILURES = Counter("gateway_sentinel_failures", "Sentinel calls with no valid decision",
+                            registry=REGISTRY)
+EXTRA_ATTEMPTS = Counter("gateway_executor_extra_attempts", "Executor attempts beyond the first (fallbacks)",
+                         registry=REGISTRY)
+LOG_WRITTEN = Gauge("gateway_decision_log_written", "Decision rows written by this process", registry=REGISTRY)
+LOG_SPOOLED = Gauge("gateway_decision_log_spooled", "Decision rows spooled to disk by this process",
+                    registry=REGISTRY)
+
+
+def observe(record: DecisionRecord) -> None:
+    REQUESTS.labels(record.endpoint, record.route, record.status).inc()
+    if record.sentinel_kind != "bypass":
+        DECISIONS.labels(record.sentinel_kind, record.route_decided or "invalid", str(record.escalated).lower()).inc()
+    if record.sentinel_error:
+        SENTINEL_FAILURES.inc()
+    LATENCY.labels("sentinel", record.route).observe(record.sentinel_ms / 1000)
+    LATENCY.labels("executor", record.route).observe(record.executor_ms / 1000)
+    LATENCY.labels("overhead", record.route).observe(record.overhead_ms / 1000)
+    LATENCY.labels("total", record.route).observe(record.total_ms / 1000)
+    for stage, values in (
+        ("sentinel", (record.sentinel_input_tokens, record.sentinel_output_tokens, record.sentinel_cached_tokens)),
+        ("executor", (record.executor_input_tokens, record.executor_output_tokens, record.executor_cached_tokens)),
+    ):
+        for kind, value in zip(("input", "output", "cached"), values, strict=True):
+            if value:
+                TOKENS.labels(stage, kind).inc(value)
+    SPEND.labels(record.route, record.executor_model or "none").inc(float(record.cost))
+    BASELINE.inc(float(record.baseline_cost))
+    if record.status == "error" and record.executor_provider:
+        PROVIDER_ERRORS.labels(record.executor_provider).inc()
+    if record.attempts > 1:
+        EXTRA_ATTEMPTS.inc(record.attempts - 1)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return JsonResponse({"error": {"code": "unauthorized", "message": "metrics token required"}}, status=401)
+    from routing.runtime import get_runtime
+
+    recorder = get_runtime().recorder
+    LOG_WRITTEN.set(recorder.written)
+    LOG_SPOOLED.set(recorder.spooled)
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
