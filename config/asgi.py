@@ -17,6 +17,32 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = ASGIStaticFilesHandler(get_asgi_application())
 
 from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+# Key-authenticated serving endpoints: no sessions, CSRF or messages, so no sync middleware hops.
+SERVING_PATHS = ("/v1/", "/api/v1/route", "/api/v1/complete", "/api/v1/feedback")
+SERVING_MIDDLEWARE = ["routing.api.middleware.ServingHeadersMiddleware"]
+
+
+class ServingHandler(ASGIHandler):
+    """Django's ASGI handler with only the async-native serving middleware."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = SERVING_MIDDLEWARE  # read once, here, at start-up
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+serving_application = ServingHandler()
+
+
+async def dispatch(scope, receive, send):
+    if scope["type"] == "http" and scope["path"].startswith(SERVING_PATHS):
+        return await serving_application(scope, receive, send)
+    return await django_application(scope, receive, send)
 
 
 class BodyLimit:
@@ -73,4 +99,4 @@ class BodyLimit:
         return await self.app(scope, guarded_receive, guarded_send)
 
 
-application = BodyLimit(django_application, settings.GATEWAY_MAX_BODY_BYTES)
+application = BodyLimit(dispatch, settings.GATEWAY_MAX_BODY_BYTES)
