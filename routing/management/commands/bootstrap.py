@@ -1,6 +1,8 @@
 """manage.py bootstrap [--demo] — default catalog if empty, an active policy, and (with --demo)
 demo users and a demo API key for `make run`, printed at the end."""
 
+import os
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
@@ -45,7 +47,8 @@ class Command(BaseCommand):
             lines.append(f"  {role} / {DEMO_PASSWORD}")
         app = application_get_or_create(name="demo-app")
         _, raw = api_key_create(name=f"demo key {app.api_keys.count() + 1}", application=app)
-        self.stdout.write("Demo logins (http://127.0.0.1:8000/admin/):")
+        port = os.environ.get("PORT", "8000")
+        self.stdout.write(f"Demo logins (http://127.0.0.1:{port}/admin/):")
         for line in lines:
             self.stdout.write(line)
         self.stdout.write(f"Demo API key (application demo-app): {raw}")
