@@ -38,6 +38,11 @@ class ServingHandler(ASGIHandler):
 
 serving_application = ServingHandler()
 
+# Import the URLconf (and with it the provider SDKs) now, not on the first request.
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns
+
 
 async def dispatch(scope, receive, send):
     if scope["type"] == "http" and scope["path"].startswith(SERVING_PATHS):
