@@ -1,3 +1,30 @@
-"""URLs of the audits app (governance proposals, reviews, audit trail)."""
+"""URLs of the audits app: the governance API (/api/v1/proposals/, /api/v1/audit-events/) and pages
+(/governance/...)."""
 
-urlpatterns: list = []
+from django.urls import include, path
+
+from . import views
+from .api import views as api
+
+app_name = "audits"
+
+api_patterns = [
+    path("proposals/", api.ProposalListCreateApi.as_view(), name="api-proposal-list"),
+    path("proposals/rollback", api.PolicyRollbackApi.as_view(), name="api-policy-rollback"),
+    path("proposals/<int:pk>/", api.ProposalDetailApi.as_view(), name="api-proposal-detail"),
+    path("proposals/<int:pk>/propose", api.ProposalProposeApi.as_view(), name="api-proposal-propose"),
+    path("proposals/<int:pk>/evaluate", api.ProposalEvaluateApi.as_view(), name="api-proposal-evaluate"),
+    path("proposals/<int:pk>/approve", api.ProposalApproveApi.as_view(), name="api-proposal-approve"),
+    path("proposals/<int:pk>/reject", api.ProposalRejectApi.as_view(), name="api-proposal-reject"),
+    path("proposals/<int:pk>/activate", api.ProposalActivateApi.as_view(), name="api-proposal-activate"),
+    path("audit-events/", api.AuditEventListApi.as_view(), name="api-audit-events"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_patterns)),
+    path("governance/proposals/", views.proposal_list_page, name="proposal-list"),
+    path("governance/proposals/rollback", views.rollback_page, name="policy-rollback"),
+    path("governance/proposals/<int:pk>/", views.proposal_detail_page, name="proposal-detail"),
+    path("governance/proposals/<int:pk>/<slug:action>", views.proposal_action_page, name="proposal-action"),
+    path("governance/audit/", views.audit_trail_page, name="audit-trail"),
+]

@@ -22,7 +22,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # WAL lets the decision-log writer thread and request threads work side by side.
     _db.setdefault("OPTIONS", {})
-    _db["OPTIONS"].update({"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"})
+    # IMMEDIATE: a write transaction takes the write lock up front, so concurrent writers wait
+    # (up to `timeout`) instead of failing on lock upgrade.
+    _db["OPTIONS"].update({"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"})
     _db["CONN_MAX_AGE"] = 0
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
