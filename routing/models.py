@@ -215,7 +215,7 @@ class Decision(models.Model):
     endpoint = models.CharField(max_length=32)
     policy_version = models.ForeignKey(PolicyVersion, null=True, on_delete=models.SET_NULL, related_name="+")
     # 2. the sentinel decision and the route after policy
-    sentinel_kind = models.CharField(max_length=16, help_text="llm, local, cache, bypass")
+    sentinel_kind = models.CharField(max_length=16, help_text="llm, local, tiered-local, tiered-llm, cache, bypass")
     sentinel_model = models.CharField(max_length=160, blank=True)
     sentinel_decision = models.JSONField(null=True, blank=True, help_text="The full decision as emitted.")
     sentinel_error = models.CharField(max_length=300, blank=True)
@@ -255,6 +255,21 @@ class Decision(models.Model):
     attempts = models.PositiveSmallIntegerField(default=1)
     simulated = models.BooleanField(default=False, help_text="Answered by the provider emulator.")
     metadata = models.JSONField(default=dict, blank=True)
+    # guard, decision cache, local/tiered sentinel, execution modes (issue 3)
+    guard_flags = models.JSONField(default=list, blank=True, help_text="Input-guard findings (routing attacks).")
+    cache_hit = models.BooleanField(default=False, help_text="The decision came from the decision cache.")
+    sentinel_calls_saved = models.PositiveSmallIntegerField(default=0, help_text="Sentinel calls a cache hit avoided.")
+    local_decision = models.JSONField(
+        null=True, blank=True, help_text="The local classifier's decision and probabilities."
+    )
+    served_path = models.CharField(
+        max_length=24, default="plain",
+        help_text="plain, speculative, speculative_cancelled, speculative_failed, chained, chained_fallback",
+    )
+    speculative_waste_tokens = models.PositiveIntegerField(default=0, help_text="Tokens of a cancelled speculative call.")
+    speculative_waste_cost = models.DecimalField(
+        **MONEY, default=0, help_text="Cost of a cancelled speculative call (included in cost)."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -6,12 +6,18 @@ version (in the Django cache: Redis when configured) changes, checked at most
 every `GATEWAY_CONFIG_REFRESH_MS`; key lookups are cached for
 `GATEWAY_API_KEY_CACHE_MS`, so a revoked key stops working within that bound.
 Provider SDK clients are bound to an event loop, so they are kept per loop.
+
+The decision cache lives here too (one per process; shared through Redis when
+`REDIS_URL` is set, see routing/engine/cache.py), with the policy's cache and
+execution-mode settings (`ModeSettings`) loaded beside the active policy. The local
+classifier is loaded lazily, once per process (`routing.engine.sentinel.shared_local_model`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +28,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from routing.engine.cache import DecisionCache, SharedDecisionCache
 from routing.engine.catalog import Catalog, PolicySettings
 from routing.engine.dispatch import Gateway
+from routing.engine.policy import ModeSettings
+from routing.engine.sentinel import shared_local_model
 from routing.providers.base import ChatProvider, ProviderConfig
 from routing.providers.registry import build_provider
 
@@ -100,6 +109,46 @@ def close_db_connections() -> None:
         future.result(timeout=10)
 
 
+def mode_settings() -> ModeSettings:
+    """Cache and execution-mode settings of the active policy version (defaults without one)."""
+    from .models import PolicyStatus, PolicyVersion
+
+    enabled = bool(getattr(settings, "GATEWAY_DECISION_CACHE", True))
+    row = (PolicyVersion.objects.filter(status=PolicyStatus.ACTIVE)
+           .values("cache_similarity_threshold", "speculative", "chained").first())
+    if row is None:
+        return ModeSettings(cache_enabled=enabled)
+    return ModeSettings(
+        cache_similarity_threshold=float(row["cache_similarity_threshold"]),
+        speculative=row["speculative"],
+        chained=row["chained"],
+        cache_enabled=enabled,
+    )
+
+
+def build_decision_cache() -> DecisionCache:
+    """In-process; with `REDIS_URL`, shared through Redis (a redis.asyncio client per event loop)."""
+    size = int(getattr(settings, "GATEWAY_DECISION_CACHE_SIZE", 10_000))
+    ttl = float(getattr(settings, "GATEWAY_DECISION_CACHE_TTL_S", 600.0))
+    url = getattr(settings, "GATEWAY_DECISION_CACHE_REDIS_URL", None)
+    default_cache = settings.CACHES.get("default", {})
+    if url is None and default_cache.get("BACKEND", "").endswith("RedisCache"):
+        url = default_cache.get("LOCATION")  # REDIS_URL, as config/settings/database.py reads it
+    if not url:
+        return DecisionCache(max_entries=size, ttl_s=ttl)
+    import redis.asyncio as aioredis
+
+    clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def client() -> Any:
+        loop = asyncio.get_running_loop()
+        if loop not in clients:
+            clients[loop] = aioredis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        return clients[loop]
+
+    return SharedDecisionCache(client, origin=uuid.uuid4().hex, max_entries=size, ttl_s=ttl)
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     key_id: int
@@ -113,6 +162,8 @@ class Runtime:
     def __init__(self) -> None:
         self.catalog: Catalog | None = None
         self.policy: PolicySettings | None = None
+        self.modes = ModeSettings()
+        self.decision_cache = build_decision_cache()
         self._config_version: object = None
         self._checked_at = 0.0
         self._loaded_at = 0.0
@@ -130,9 +181,9 @@ class Runtime:
         )
 
     # -- configuration ---------------------------------------------------------------------
-    def _load_sync(self) -> tuple[Catalog, PolicySettings, object]:
+    def _load_sync(self) -> tuple[Catalog, PolicySettings, object, ModeSettings]:
         version = cache.get(CONFIG_VERSION_KEY)
-        return selectors.catalog_snapshot(), selectors.active_policy(), version
+        return selectors.catalog_snapshot(), selectors.active_policy(), version, mode_settings()
 
     async def ensure_config(self) -> tuple[Catalog, PolicySettings]:
         now = time.monotonic()
@@ -155,8 +206,8 @@ class Runtime:
         future: asyncio.Future[Any] = loop.create_future()
         self._reload = future
         try:
-            catalog, policy, version = await run_db(self._load_sync)
-            self.catalog, self.policy, self._config_version = catalog, policy, version
+            catalog, policy, version, modes = await run_db(self._load_sync)
+            self.catalog, self.policy, self._config_version, self.modes = catalog, policy, version, modes
             self._loaded_at = self._checked_at = time.monotonic()
             self._keys.clear()
             future.set_result(None)
@@ -169,6 +220,7 @@ class Runtime:
         """Force a reload on the next request (tests and admin actions in this process)."""
         self.catalog = None
         self._keys.clear()
+        self.decision_cache.clear()
 
     # -- API keys --------------------------------------------------------------------------
     @staticmethod
@@ -221,7 +273,8 @@ class Runtime:
 
     async def gateway(self) -> Gateway:
         catalog, policy = await self.ensure_config()
-        return Gateway(catalog=catalog, policy=policy, providers=self.providers(), now=timezone.now)
+        return Gateway(catalog=catalog, policy=policy, providers=self.providers(), now=timezone.now,
+                       modes=self.modes, cache=self.decision_cache, local_model=shared_local_model())
 
 
 _runtime: Runtime | None = None

@@ -1,4 +1,4 @@
-"""The native REST API: decide only, route and execute, feedback."""
+"""The native REST API: decide only, route and execute, feedback, decision-cache stats."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from routing.engine.dispatch import Routed
 from routing.runtime import KeyInfo, get_runtime, run_db
 from routing.services import feedback_record
 
-from .common import gateway_endpoint, gateway_request, native_error, record, routing_headers
+from .common import (
+    bearer_or_api_key,
+    gateway_endpoint,
+    gateway_request,
+    native_error,
+    record,
+    routing_headers,
+)
 from .inputs import parse_feedback_input, parse_route_input
 from .parsing import parse_json_body
 
@@ -33,6 +40,8 @@ def _decision_payload(routed: Routed) -> dict:
             "model": routed.route.model,
             "model_version": routed.route.model_version,
         },
+        "guard_flags": list(routed.guard_flags),
+        "cache": {"hit": routed.cache_hit or None, "sentinel_calls_saved": routed.sentinel_calls_saved},
     }
 
 
@@ -92,6 +101,8 @@ async def complete_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
         "latency": {"sentinel_ms": row.sentinel_ms, "executor_ms": row.executor_ms,
                     "overhead_ms": row.overhead_ms, "total_ms": row.total_ms},
         "attempts": row.attempts,
+        "served_path": row.served_path,
+        "speculative_waste_cost": str(row.speculative_waste_cost),
         "simulated": row.simulated,
         "policy_version": gateway.policy.number,
     })
@@ -110,3 +121,31 @@ async def feedback_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
         {"request_id": str(feedback.request_id), "score": feedback.score, "thumbs": feedback.thumbs or None},
         status=201,
     )
+
+
+async def cache_stats_api(request: HttpRequest) -> JsonResponse:
+    """GET /api/v1/stats/cache — this process's decision-cache figures for the key's application.
+
+    Other applications' figures are never shown; `process` gives totals without names.
+    """
+    if request.method != "GET":
+        response = native_error(405, "method_not_allowed", "use GET")
+        response["Allow"] = "GET"
+        return response
+    raw = bearer_or_api_key(request)
+    key = await get_runtime().authenticate(raw) if raw else None
+    if key is None:
+        return native_error(401, "invalid_api_key", "a valid API key is required (Authorization: Bearer KEY)")
+    runtime = get_runtime()
+    cache = runtime.decision_cache
+    return JsonResponse({
+        "application": key.application_name,
+        "enabled": runtime.modes.cache_enabled,
+        "shared": cache.__class__.__name__ == "SharedDecisionCache",
+        "similarity_threshold": runtime.modes.cache_similarity_threshold,
+        "ttl_s": cache.ttl_s,
+        "max_entries_per_application": cache.max_entries,
+        "entries": cache.app_size(key.application_id),
+        **cache.app_stats(key.application_id).to_dict(),
+        "process": {"entries": len(cache), **cache.stats.to_dict()},
+    })

@@ -1,9 +1,13 @@
-"""The request path in plain Python: sentinel → policy → executor → a decision record.
+"""The request path in plain Python: guard → cache → sentinel → policy → executor → a decision record.
 
-`Gateway.route` classifies and applies the policy; `Gateway.execute` and
-`Gateway.stream` run the chosen executor (falling back to the route's fallback
-executor when the primary fails before sending anything); `Gateway.record`
-turns what happened into one `DecisionRecord`, the row the decision log stores.
+`Gateway.route` guards the input, looks the decision up in the decision cache, asks
+the sentinel(s) the policy's `sentinel_mode` names, and applies the policy (see
+`modes.py` for how the local, tiered, speculative and chained paths work);
+`Gateway.execute` and `Gateway.stream` run the chosen executor (falling back to the
+route's fallback executor when the primary fails before sending anything) or hand
+over an answer that speculation or the chained call already produced;
+`Gateway.record` turns what happened into one `DecisionRecord`, the row the
+decision log stores.
 """
 
 from __future__ import annotations
@@ -11,18 +15,25 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from routing.providers.base import ChatProvider, Completion, Message, ProviderError, StreamDelta
+from routing.providers.base import (
+    ChatProvider,
+    Completion,
+    Message,
+    ProviderError,
+    StreamDelta,
+)
 
+from .cache import DecisionCache
 from .catalog import Catalog, PolicySettings, Price, RouteSpec
-from .policy import PolicyOutcome, apply_policy
+from .policy import ModeSettings, PolicyOutcome
 from .pricing import Usage, baseline_cost_of, cost_of, quantize
-from .sentinel import LLMSentinel, SentinelResult
+from .sentinel import LocalModel, SentinelResult, shared_local_model
 from .tokens import estimate_tokens
 
 DIRECT_ROUTE = "direct"
@@ -55,6 +66,18 @@ class Routed:
     estimated_input_tokens: int
     estimated_output_tokens: int
     estimated_cost: Decimal
+    guard_flags: tuple[str, ...] = ()
+    cache_hit: str = ""  # "", exact, semantic
+    sentinel_calls_saved: int = 0
+    local_decision: dict[str, Any] | None = None
+    served_path: str = "plain"  # plain, speculative, speculative_cancelled, chained, chained_fallback, cache
+    # An answer already produced while routing (speculation that landed, or the chained call).
+    prefetched: Completion | None = None
+    prefetched_spec: RouteSpec | None = None
+    prefetched_ms: float = 0.0
+    speculation: Any = None  # modes.Speculation while the cheap executor may still be running
+    waste_usage: Usage = field(default_factory=Usage)
+    waste_cost: Decimal = Decimal(0)
 
 
 @dataclass
@@ -111,6 +134,13 @@ class DecisionRecord:
     attempts: int
     simulated: bool
     metadata: dict[str, Any]
+    guard_flags: list[str] = field(default_factory=list)
+    cache_hit: bool = False
+    sentinel_calls_saved: int = 0
+    local_decision: dict[str, Any] | None = None
+    served_path: str = "plain"
+    speculative_waste_tokens: int = 0
+    speculative_waste_cost: Decimal = Decimal(0)
 
 
 class NoExecutor(Exception):
@@ -125,11 +155,17 @@ class Gateway:
         policy: PolicySettings,
         providers: Mapping[str, ChatProvider],
         now: Callable[[], datetime],
+        modes: ModeSettings | None = None,
+        cache: DecisionCache | None = None,
+        local_model: LocalModel | None = None,
     ) -> None:
         self.catalog = catalog
         self.policy = policy
         self.providers = providers
         self.now = now
+        self.modes = modes or ModeSettings()
+        self.cache = cache
+        self.local_model = local_model or shared_local_model()
 
     # ---- routing -------------------------------------------------------------------------
     def _route_spec(self, name: str) -> RouteSpec:
@@ -149,25 +185,22 @@ class Gateway:
         )
 
     async def route(self, request: GatewayRequest) -> Routed:
+        """Guard, cache, sentinel(s) and policy; see `modes.decide` for the numbered steps."""
+        from .modes import decide
+
         started = time.perf_counter()
         created_at = self.now()
         request_id = uuid.uuid4()
-        sentinel: SentinelResult | None = None
         if request.explicit_model:
             spec = self._direct_spec(request.explicit_model)
             outcome = PolicyOutcome(DIRECT_ROUTE, "explicit model requested: routing bypassed", False)
+            routed = Routed(request_id, created_at, started, None, outcome, spec, 0, 0, Decimal(0))
         else:
-            provider = self.providers.get(self.policy.sentinel_provider)
-            if provider is None:
-                sentinel = SentinelResult(kind="llm", model=self.policy.sentinel_model_version, decision=None,
-                                          failure=f"sentinel provider {self.policy.sentinel_provider!r} unavailable")
-            else:
-                sentinel = await LLMSentinel(provider).decide(
-                    request.messages, catalog=self.catalog, policy=self.policy
-                )
-            outcome = apply_policy(sentinel.decision, policy=self.policy, catalog=self.catalog,
-                                   failure=sentinel.failure)
-            spec = self._route_spec(outcome.route)
+            routed = Routed(request_id, created_at, started, None, PolicyOutcome("", "", False),
+                            self._route_spec(self.policy.fallback_route), 0, 0, Decimal(0))
+            await decide(self, request, routed)
+            spec = routed.route
+        sentinel = routed.sentinel
         est_in = estimate_tokens(request.all_text())
         est_out = min(
             request.max_tokens or spec.max_output_tokens,
@@ -176,8 +209,13 @@ class Gateway:
         price = self.catalog.prices.get(spec.model) if spec.provider != "guardrail" else None
         estimated = cost_of(Usage(input_tokens=est_in, output_tokens=est_out), price)
         if sentinel is not None:
-            estimated = quantize(estimated + cost_of(sentinel.usage, self.catalog.prices.get(self.policy.sentinel_model)))
-        return Routed(request_id, created_at, started, sentinel, outcome, spec, est_in, est_out, estimated)
+            estimated = quantize(estimated + cost_of(sentinel.usage, self._sentinel_price(sentinel)))
+        routed.estimated_input_tokens, routed.estimated_output_tokens = est_in, est_out
+        routed.estimated_cost = estimated
+        return routed
+
+    def _sentinel_price(self, sentinel: SentinelResult) -> Price | None:
+        return self.catalog.prices.get(sentinel.price_model or self.policy.sentinel_model)
 
     # ---- execution -----------------------------------------------------------------------
     def _executors(self, spec: RouteSpec) -> list[RouteSpec]:
@@ -195,7 +233,18 @@ class Gateway:
     def _max_tokens(self, spec: RouteSpec, request: GatewayRequest) -> int:
         return min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
 
+    async def _take_prefetched(self, routed: Routed) -> Executed | None:
+        """The answer speculation or the chained call produced, if it is there to use."""
+        if routed.speculation is not None:
+            await routed.speculation.settle(routed)
+        if routed.prefetched is None or routed.prefetched_spec is None:
+            return None
+        return Executed(routed.prefetched, routed.prefetched_spec, routed.prefetched_ms, 1)
+
     async def execute(self, routed: Routed, request: GatewayRequest) -> Executed:
+        prefetched = await self._take_prefetched(routed)
+        if prefetched is not None:
+            return prefetched
         started = time.perf_counter()
         attempts = 0
         last_error = ""
@@ -209,7 +258,7 @@ class Gateway:
                     ),
                     timeout=self.policy.request_deadline_s,
                 )
-            except (ProviderError, TimeoutError, asyncio.TimeoutError) as exc:
+            except (ProviderError, TimeoutError) as exc:
                 last_error = str(exc) or "executor timeout"
                 continue
             return Executed(completion, spec, (time.perf_counter() - started) * 1000, attempts)
@@ -222,6 +271,15 @@ class Gateway:
 
         Falls back to the next executor only while nothing has been sent to the client.
         """
+        prefetched = await self._take_prefetched(routed)
+        if prefetched is not None:
+            sink.completion, sink.executor, sink.attempts = prefetched.completion, prefetched.executor, 1
+            sink.latency_ms = prefetched.latency_ms
+            sink.delivered_text = prefetched.completion.text if prefetched.completion else ""
+            sink.status = "ok"
+            if sink.delivered_text:
+                yield sink.delivered_text
+            return
         started = time.perf_counter()
         sink.status = "error"
         for spec in self._executors(routed.route):
@@ -264,8 +322,10 @@ class Gateway:
 
     def record(self, routed: Routed, executed: Executed | None, request: GatewayRequest) -> DecisionRecord:
         sentinel = routed.sentinel
+        if routed.speculation is not None:
+            routed.speculation.abandon(routed)  # never executed (decide-only, or an error): count the waste
         s_usage = sentinel.usage if sentinel else Usage()
-        s_cost = cost_of(s_usage, self._price(self.policy.sentinel_model)) if sentinel else quantize(Decimal(0))
+        s_cost = cost_of(s_usage, self._sentinel_price(sentinel)) if sentinel else quantize(Decimal(0))
         executor = executed.executor if executed else None
         completion = executed.completion if executed else None
         e_usage = completion.usage if completion else Usage()
@@ -328,7 +388,7 @@ class Gateway:
             total_ms=round(total_ms, 3),
             sentinel_cost=s_cost,
             executor_cost=e_cost,
-            cost=quantize(s_cost + e_cost),
+            cost=quantize(s_cost + e_cost + routed.waste_cost),
             baseline_cost=baseline,
             status=executed.status if executed else "ok",
             error=(executed.error if executed else "")[:500],
@@ -336,4 +396,11 @@ class Gateway:
             attempts=executed.attempts if executed else 0,
             simulated=simulated,
             metadata=dict(request.metadata),
+            guard_flags=list(routed.guard_flags),
+            cache_hit=bool(routed.cache_hit),
+            sentinel_calls_saved=routed.sentinel_calls_saved,
+            local_decision=routed.local_decision,
+            served_path=routed.served_path,
+            speculative_waste_tokens=routed.waste_usage.input_tokens + routed.waste_usage.output_tokens,
+            speculative_waste_cost=quantize(routed.waste_cost),
         )

@@ -197,6 +197,19 @@ def featurise(ids: np.ndarray, count: int, table: np.ndarray, weights: np.ndarra
     return Features(np.zeros(table.shape[1], dtype=np.float32), length_features(count), empty, empty)
 
 
+@dataclass(frozen=True)
+class Analysis:
+    features: Features
+    probabilities: np.ndarray  # over `LocalSentinel.classes`
+    token_count: int
+    token_count_exact: bool
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The L2-normalised static sentence embedding (what the decision cache compares)."""
+        return self.features.embedding
+
+
 class LocalSentinel:
     """Loads a trained artefact and turns a prompt into a RouteDecision."""
 
@@ -228,16 +241,29 @@ class LocalSentinel:
             z = z + self.w_bigram[f.bigrams].sum(axis=0) / np.sqrt(len(f.bigrams))
         return z
 
-    def probabilities(self, text: str) -> tuple[np.ndarray, int, bool]:
+    def analyse(self, text: str) -> Analysis:
+        """Tokens, features and route probabilities: everything `decide` and the decision cache need."""
         tokens = self.counter.tokens(text)
         f = featurise(tokens.ids, tokens.count, self.table, self.weights)
         z = self.logits(f) / self.temperature
         z = np.exp(z - z.max())
-        return z / z.sum(), tokens.count, tokens.exact
+        return Analysis(f, z / z.sum(), tokens.count, tokens.exact)
 
-    def decide(self, text: str) -> tuple[RouteDecision, dict[str, Any]]:
+    def probabilities(self, text: str) -> tuple[np.ndarray, int, bool]:
+        a = self.analyse(text)
+        return a.probabilities, a.token_count, a.token_count_exact
+
+    def top_route(self, analysis: Analysis) -> str:
+        """The route `decide` would pick for this analysis (the length rule included)."""
+        if analysis.token_count >= self.long_context_tokens:
+            return LONG_CONTEXT_ROUTE
+        return self.classes[int(np.argmax(analysis.probabilities))]
+
+    def decide(self, text: str, analysis: Analysis | None = None) -> tuple[RouteDecision, dict[str, Any]]:
         started = time.perf_counter()
-        probs, count, exact = self.probabilities(text)
+        if analysis is None:
+            analysis = self.analyse(text)
+        probs, count, exact = analysis.probabilities, analysis.token_count, analysis.token_count_exact
         classified = time.perf_counter()
         best = int(np.argmax(probs))
         route, confidence, rule = self.classes[best], float(probs[best]), "model"

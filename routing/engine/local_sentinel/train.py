@@ -29,7 +29,7 @@ import importlib.util
 import json
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -343,13 +343,16 @@ def train(
     steps: int = 300,
     limit_per_route: int | None = None,
     version: str = ARTEFACT_VERSION,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train a sentinel on `data_dir`, write the artefact to `out_path`, return its metrics.
 
     `embeddings_from` reuses the tokenizer and token table of an existing artefact (fast,
     no MiniLM weights needed); otherwise they are distilled from `minilm` (see read_minilm).
     `limit_per_route` trains on the first N rows of each route (for quick tests).
+    `progress` is called with a line of text at each stage (the train_sentinel command prints it).
     """
+    say = progress or (lambda message: None)
     data_dir, out_path = Path(data_dir), Path(out_path)
     train_rows = load_jsonl(data_dir / "train.jsonl")
     heldout_rows = load_jsonl(data_dir / "heldout.jsonl")
@@ -357,6 +360,7 @@ def train(
         train_rows = _limit(train_rows, limit_per_route)
         heldout_rows = _limit(heldout_rows, max(1, limit_per_route // 4))
     classes = tuple(r for r in DEFAULT_ROUTES if any(row["route"] == r for row in train_rows))
+    say(f"data: {len(train_rows)} train / {len(heldout_rows)} held-out rows, {len(classes)} routes")
 
     if embeddings_from is not None:
         base, base_meta = load_arrays(Path(embeddings_from))
@@ -364,6 +368,7 @@ def train(
         table_q, table_scale = base["table_q"], base["table_scale"]
         embedding_source = base_meta["embedding_source"]
     else:
+        say("distilling the token table from MiniLM (minutes)")
         weights, tokenizer_json = read_minilm(minilm)
         table_q, table_scale = distil_token_table(weights, dims)
         embedding_source = f"all-MiniLM-L6-v2 static distillation, PCA {dims}, int8"
@@ -374,12 +379,14 @@ def train(
     prompts = [row["prompt"] for row in train_rows]
     token_weight = sif_weights(counter, prompts, vocab)
     features = []
+    say("featurising the training prompts")
     for prompt in prompts:
         tokens = counter.tokens(prompt)
         features.append(featurise(tokens.ids, tokens.count, table, token_weight))
     y = np.array([classes.index(row["route"]) for row in train_rows])
     fit_idx, cal_idx = stratified_split(y, CALIBRATION_FRACTION, seed)
     fit_design = Design([features[i] for i in fit_idx])
+    say(f"fitting the classifier ({steps} steps)")
     params = fit_logistic(fit_design, y[fit_idx], len(classes), vocab, seed=seed, steps=steps)
     cal_logits = logits_of(Design([features[i] for i in cal_idx]), params)
     temperature = fit_temperature(cal_logits, y[cal_idx])
@@ -411,6 +418,7 @@ def train(
         "bias": params["bias"].astype(np.float32),
     }
     save_artefact(out_path, arrays, meta)
+    say(f"wrote {out_path}; scoring held-out and regression sets")
 
     sentinel = LocalSentinel(out_path)
     metrics: dict[str, Any] = {

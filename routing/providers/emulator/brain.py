@@ -78,55 +78,55 @@ _HARMFUL = re.compile(
     r"|\b(kill myself|suicide methods?|end my life|hurt myself|self-harm|overdose on)\b"
     r"|\bhow (do i|to|can i|could i)\b.{0,30}\b(poison|stalk|kidnap|kill|murder) (someone|a person|my|him|her)\b"
     r"|\bsteal (passwords|credentials|credit cards?|identities)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _CODE_SNIPPET = re.compile(
     r"```|\bdef \w+\(|\bclass \w+\s*[:({]|\bfunction \w*\s*\(|=>|#include|\bimport \w+|\bconsole\.log"
     r"|\bSELECT\b.+\bFROM\b|;\s*$|\{\s*$|\bfn \w+\(|\bpublic static\b",
-    re.M | re.I,
+    re.MULTILINE | re.IGNORECASE,
 )
 _CODE_WORDS = re.compile(
     r"\b(code|coding|function|python|javascript|typescript|java|rust|golang|kotlin|swift|c\+\+|sql|regex|bug|"
     r"debug|compile[sr]?|refactor|implement|script|unit tests?|stack ?trace|exception|traceback|algorithm|"
     r"endpoint|dockerfile|docker|kubernetes|bash|django|react|component|npm|pip|git|css|html|api|class|method|variable|segfault|recursion)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _LONG_ASK = re.compile(
     r"\b(summari[sz]e|tl;?dr|digest|key findings|main points|extract the main)\b.{0,60}"
     r"\b(document|paper|article|report|transcript|book|chapter|contract|filing|thread|pdf|text below|following)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _AGENT_WORDS = re.compile(
     r"\b(plan (my|a|the)|book|schedule|reserve|purchase|order|search the web|browse|look up|use (the )?tools?|"
     r"call the api|send (an )?emails?|fill out|automate|navigate to|download|deploy|sign up|compare prices|"
     r"find (me )?(a|the|cheap|flights?|hotels?)|itinerary|check (my|the) (calendar|inbox))\b",
-    re.I,
+    re.IGNORECASE,
 )
-_MULTI_STEP = re.compile(r"\b(and then|then|after that|afterwards|finally|step \d|next,)\b", re.I)
+_MULTI_STEP = re.compile(r"\b(and then|then|after that|afterwards|finally|step \d|next,)\b", re.IGNORECASE)
 _COMPLEX_WORDS = re.compile(
     r"\b(prove|proof|derive|derivation|theorem|lemma|analy[sz]e|trade-?offs?|step[- ]by[- ]step|"
     r"compare and contrast|rigorous(ly)?|formal(ly)?|optimi[sz]e|architecture|design a|evaluate|implications|"
     r"why does|explain why|in depth|in detail|counterfactual|pros and cons|critique|justify)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _SIMPLE_FORM = re.compile(
     r"^\s*(what|who|when|where|which|how (many|much|old|far|long|tall)|is|are|does|do|can|define|name)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _FACTUAL = re.compile(
     r"\b(capital of|how many|what year|who (wrote|invented|discovered|is|was)|define|definition of|"
     r"stand for|boiling point|population of|meaning of|translate)\b",
-    re.I,
+    re.IGNORECASE,
 )
 _OVERRIDE = re.compile(
     r"ignore (all |your |the |any )?(previous |prior |above |earlier )?(routing )?(instructions|rules|prompts?)"
     r"|\broute (this|me|it|the request|my request) (to|as)\b|\brespond with (the |a )?route\b|\byou are now\b"
     r"|\bset (the )?route\b|\"route\"\s*:|\bclassify (this|me|it) as\b|\boverride (the |your )?rout"
     r"|\bdisregard (the |your |all )|\bpretend (you are|to be)\b|\bsystem prompt\b",
-    re.I,
+    re.IGNORECASE,
 )
 _TAGGED_REQUEST = re.compile(
-    r"<(request|user_request|user_prompt|prompt|query|user_message|input)>(.*?)</\1>", re.S | re.I
+    r"<(request|user_request|user_prompt|prompt|query|user_message|input)>(.*?)</\1>", re.DOTALL | re.IGNORECASE
 )
 _ROUTE_ALIASES = {
     "refusal_required": ("refus", "unsafe", "harm", "block", "reject"),
@@ -194,7 +194,7 @@ def signals(text: str) -> Signals:
     scores["long_context_research"] = long_score
     scores["code_generation"] = 3.0 * bool(_CODE_SNIPPET.search(text)) + min(4, len(code_words))
     scores["agentic_task"] = (1.5 * len(agent_words) + min(2, steps)) if agent_words else 0.5 * min(2, steps)
-    numbered = len(re.findall(r"^\s*(\d+[.)]|[-*])\s+", text, re.M))
+    numbered = len(re.findall(r"^\s*(\d+[.)]|[-*])\s+", text, re.MULTILINE))
     scores["complex_reasoning"] = (
         1.5 * complex_hits
         + (2.0 if questions >= 3 else 0.0)
@@ -276,7 +276,7 @@ def decide(text: str, *, routes: Sequence[str] = (), tools: Sequence[str] = (), 
         for tool in tools:
             name = str(tool).lower()
             for name_hints, text_pattern in _TOOL_HINTS:
-                if any(n in name for n in name_hints) and re.search(text_pattern, text, re.I):
+                if any(n in name for n in name_hints) and re.search(text_pattern, text, re.IGNORECASE):
                     chosen_tools.append(str(tool))
                     break
     return {
@@ -309,15 +309,15 @@ def classify(text: str, schema: Mapping[str, Any], seed: str = "") -> dict[str, 
 
 # --- the judge ---------------------------------------------------------------------------
 
-_ANSWER_TAG = re.compile(r"<(answer|response|candidate_answer|candidate|model_answer|output)>(.*?)</\1>", re.S | re.I)
-_QUESTION_TAG = re.compile(r"<(question|prompt|request|user_prompt|user_request|task|query)>(.*?)</\1>", re.S | re.I)
+_ANSWER_TAG = re.compile(r"<(answer|response|candidate_answer|candidate|model_answer|output)>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
+_QUESTION_TAG = re.compile(r"<(question|prompt|request|user_prompt|user_request|task|query)>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
 _ANSWER_LABEL = re.compile(
     r"^[#*\s]*(candidate answer|model answer|model response|assistant answer|assistant response|answer|response)"
     r"[*\s]*:",
-    re.I | re.M,
+    re.IGNORECASE | re.MULTILINE,
 )
-_QUESTION_LABEL = re.compile(r"^[#*\s]*(question|prompt|user request|request|task|query)[*\s]*:", re.I | re.M)
-_REFUSAL_TEXT = re.compile(r"\b(can't|cannot|won't|unable to) (help|assist|provide)\b", re.I)
+_QUESTION_LABEL = re.compile(r"^[#*\s]*(question|prompt|user request|request|task|query)[*\s]*:", re.IGNORECASE | re.MULTILINE)
+_REFUSAL_TEXT = re.compile(r"\b(can't|cannot|won't|unable to) (help|assist|provide)\b", re.IGNORECASE)
 _SCORES = {
     ("cheap", "simple"): 4, ("cheap", "moderate"): 3, ("cheap", "complex"): 2,
     ("mid", "simple"): 4, ("mid", "moderate"): 4, ("mid", "complex"): 3,
@@ -437,9 +437,7 @@ def malformed_output(valid: Mapping[str, Any], schema: Mapping[str, Any], varian
 # --- free-text answers ---------------------------------------------------------------------
 
 _STOPWORDS = frozenset(
-    "a an the of to in on for and or but is are was were be been what which who whom how why when where "
-    "does do did can could should would will please me my i you your it its this that these those with about "
-    "explain tell give write make from into as at by than then so if".split()
+    ["a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "but", "is", "are", "was", "were", "be", "been", "what", "which", "who", "whom", "how", "why", "when", "where", "does", "do", "did", "can", "could", "should", "would", "will", "please", "me", "my", "i", "you", "your", "it", "its", "this", "that", "these", "those", "with", "about", "explain", "tell", "give", "write", "make", "from", "into", "as", "at", "by", "than", "then", "so", "if"]
 )
 _SENTENCES = (
     "The short answer on {topic} is that it depends on a few well-understood factors.",
@@ -463,6 +461,8 @@ def _topic(prompt: str) -> str:
 
 def answer_text(model: str, prompt: str) -> str:
     """A deterministic few-sentence answer to `prompt`, tagged "[emulated <model>]"."""
+    if "<route_then_answer" in prompt:
+        return chained_answer(model, prompt)
     h = seed_of(model, prompt)
     if _HARMFUL.search(prompt):
         return f"[emulated {model}] I can't help with that request, but I'm happy to help with something else."
@@ -471,3 +471,26 @@ def answer_text(model: str, prompt: str) -> str:
     start = h % len(_SENTENCES)
     sentences = [_SENTENCES[(start + 3 * i) % len(_SENTENCES)].format(topic=topic) for i in range(count)]
     return f"[emulated {model}] " + " ".join(sentences)
+
+
+# --- the gateway's chained self-execution request (routing/engine/sentinel.py) -------------------
+# A free-text request whose user turn is `<route_then_answer min_confidence="0.75">TEXT</route_then_answer>`:
+# first line the routing decision as JSON, then, only for a confident simple_qa without an
+# override attempt, the separator line and the answer.
+
+_CHAINED = re.compile(r'<route_then_answer(?:\s+min_confidence="([\d.]+)")?\s*>(.*?)</route_then_answer>', re.DOTALL)
+CHAINED_SEPARATOR = "=====ANSWER====="
+
+
+def chained_answer(model: str, prompt: str) -> str:
+    match = _CHAINED.search(prompt)
+    if match is None:
+        return f"[emulated {model}] The request could not be read."
+    threshold = float(match.group(1) or 0.75)
+    text = match.group(2).strip()
+    decision = decide(text, seed=model)
+    line = json.dumps(decision)
+    if (decision["route"] == "simple_qa" and decision["confidence"] >= threshold
+            and not decision["route_override_attempted"]):
+        return f"{line}\n{CHAINED_SEPARATOR}\n{answer_text(model, text)}"
+    return line
