@@ -166,6 +166,7 @@ class Runtime:
         self.decision_cache = build_decision_cache()
         self._config_version: object = None
         self._checked_at = 0.0
+        self._force_reload = False
         self._loaded_at = 0.0
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
         self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChatProvider]] = (
@@ -187,7 +188,7 @@ class Runtime:
 
     async def ensure_config(self) -> tuple[Catalog, PolicySettings]:
         now = time.monotonic()
-        stale = self.catalog is None or now - self._loaded_at > 30
+        stale = self.catalog is None or self._force_reload or now - self._loaded_at > 30
         if not stale and now - self._checked_at >= settings.GATEWAY_CONFIG_REFRESH_S:
             self._checked_at = now
             version = await run_db(cache.get, CONFIG_VERSION_KEY)
@@ -206,6 +207,7 @@ class Runtime:
         future: asyncio.Future[Any] = loop.create_future()
         self._reload = future
         try:
+            self._force_reload = False
             catalog, policy, version, modes = await run_db(self._load_sync)
             self.catalog, self.policy, self._config_version, self.modes = catalog, policy, version, modes
             self._loaded_at = self._checked_at = time.monotonic()
@@ -217,8 +219,11 @@ class Runtime:
             raise
 
     def invalidate(self) -> None:
-        """Force a reload on the next request (tests and admin actions in this process)."""
-        self.catalog = None
+        """Force a reload on the next request (tests and admin actions in this process).
+
+        The current snapshot stays in place until the reload lands, so a request already
+        running in another thread never sees a half-reset runtime."""
+        self._force_reload = True
         self._keys.clear()
         self.decision_cache.clear()
 

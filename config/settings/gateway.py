@@ -1,6 +1,6 @@
 """Gateway behaviour: body limits, caches, decision-log batching and spooling."""
 
-from config.env import env_int, env_str
+from config.env import env_bool, env_int, env_str, env_url
 
 from .core import VAR_DIR
 
@@ -13,3 +13,10 @@ DECISION_LOG_FLUSH_MS = env_int("DECISION_LOG_FLUSH_MS", 200, minimum=1)
 DECISION_SPOOL_DIR = env_str("DECISION_SPOOL_DIR", str(VAR_DIR / "spool"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_BODY_BYTES
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# Semantic cache of routing decisions (never answers): per application, bounded, expiring,
+# dropped when the active policy changes. Shared through Redis when REDIS_URL is set.
+GATEWAY_DECISION_CACHE = env_bool("GATEWAY_DECISION_CACHE", True)
+GATEWAY_DECISION_CACHE_SIZE = env_int("GATEWAY_DECISION_CACHE_SIZE", 10_000, minimum=1)
+GATEWAY_DECISION_CACHE_TTL_S = env_int("GATEWAY_DECISION_CACHE_TTL_S", 600, minimum=1)
+GATEWAY_DECISION_CACHE_REDIS_URL = env_url("GATEWAY_DECISION_CACHE_REDIS_URL", schemes=("redis", "rediss"))
