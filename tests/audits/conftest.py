@@ -77,3 +77,17 @@ def create_proposal(persona: Persona, settings: dict, *, title: str = "Change th
     response = persona.post("/api/v1/proposals/", {"title": title, "settings": settings, "propose": propose})
     assert response.status_code == 201, response.content
     return response.json()
+
+
+@pytest.fixture(autouse=True)
+def _evaluations_run_in_process(settings):
+    """Governance tests run the evaluation task in-process (Celery's eager mode) even when CI
+    points Celery at a broker: these tests are about the workflow, not the worker, and no
+    worker runs during them. The real-worker path is covered by tests/test_decision_log.py."""
+    from config.celery import app
+
+    before = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    yield
+    app.conf.task_always_eager = before
