@@ -6,6 +6,9 @@ BEAT_SCHEDULE = {
     # Decision rows spooled to disk while the database was away are replayed once it is back;
     # every minute keeps the gap in the log short without hammering a recovering database.
     "replay-decision-spool": {"task": "routing.replay_decision_spool", "schedule": crontab(minute="*")},
+    # Rollups are kept incrementally on ingest; this exact rebuild of the last 48 h catches late
+    # feedback/judge scores and anything written around the hooks. Every 15 min keeps pages fresh.
+    "rebuild-recent-rollups": {"task": "dashboard.rebuild_recent_rollups", "schedule": crontab(minute="*/15")},
     # Scheduled policy activations should go live within a minute of their time.
     "activate-due-proposals": {"task": "audits.activate_due_proposals", "schedule": crontab(minute="*")},
 }

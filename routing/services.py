@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from dashboard.services import rollups_apply, rollups_scores_apply
 from routing.engine.dispatch import DecisionRecord
 
 from .models import ApiKey, Application, Decision, Feedback, PolicyStatus, PolicyVersion
@@ -65,6 +66,7 @@ def feedback_record(*, request_id: uuid.UUID, application_id: int, score: int, t
             application_id=application_id,
             defaults={"score": score, "thumbs": thumbs, "comment": comment},
         )
+        rollups_scores_apply(request_id=request_id, application_id=application_id, feedback_score=score)
         Decision.objects.filter(request_id=request_id, application_id=application_id).update(feedback_score=score)
     return feedback
 
@@ -104,6 +106,7 @@ def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> i
         return 0
     try:
         with transaction.atomic():
+            rollups_apply(rows)  # dashboard rollups: counts only the rows this insert stores
             Decision.objects.bulk_create(rows, ignore_conflicts=True)
     except IntegrityError:
         # A foreign key that vanished (deleted application or policy): keep the row, drop the link.
@@ -113,6 +116,7 @@ def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> i
                 None if not PolicyVersion.objects.filter(pk=row.policy_version_id).exists() else row.policy_version_id
             )
         with transaction.atomic():
+            rollups_apply(rows)  # dashboard rollups: counts only the rows this insert stores
             Decision.objects.bulk_create(rows, ignore_conflicts=True)
     # Feedback can arrive before the row is written: copy it on.
     ids = [row.request_id for row in rows]
