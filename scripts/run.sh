@@ -23,6 +23,16 @@ if [ -z "${ANTHROPIC_API_KEY:-}" ] || [ -z "${OPENAI_API_KEY:-}" ] || [ -z "${GE
   echo "==> providers without an API key are SIMULATED by the emulator at ${EMULATOR_URL}"
   $PY -m routing.providers.emulator --host 127.0.0.1 --port "$EMULATOR_PORT" --latency-ms "${EMULATOR_LATENCY_MS:-150}" &
   pids+=($!)
+  for _ in $(seq 1 50); do
+    $PY -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1] + '/_emulator/stats', timeout=1)" \
+      "$EMULATOR_URL" 2>/dev/null && break
+    sleep 0.2
+  done
+  # Open on populated charts: simulated traffic (marked simulated everywhere) when the log is empty.
+  if [ "$($PY manage.py shell -c 'from routing.models import Decision; print(Decision.objects.exists())' 2>/dev/null | tail -1)" = "False" ]; then
+    echo "==> no traffic yet: simulating ${SIMULATE_REQUESTS:-400} requests over 14 days (labelled simulated)"
+    $PY manage.py simulate_traffic --requests "${SIMULATE_REQUESTS:-400}" --days 14
+  fi
 fi
 
 echo "==> serving on http://${HOST}:${PORT}  (API docs: /api/docs/, admin: /admin/)"
