@@ -82,8 +82,13 @@ def test_the_cache_stats_endpoint_needs_a_key(client):
 
 def test_a_policy_change_drops_the_cached_decisions(client, auth, runtime, emu):
     post(client, "/api/v1/route", {"message": SIMPLE}, auth)
-    set_policy(runtime, confidence_threshold="0.700")
-    runtime.decision_cache.policy_version = "stale"  # as if another version had been active
+    assert post(client, "/api/v1/route", {"message": SIMPLE}, auth).json()["sentinel"]["kind"] == "cache"
+    # A new version becomes active (as governance activation does): cached decisions are dropped,
+    # in this process and, with Redis, in the shared store (entries are keyed by version).
+    old = PolicyVersion.objects.get(status=PolicyStatus.ACTIVE)
+    PolicyVersion.objects.filter(pk=old.pk).update(status=PolicyStatus.SUPERSEDED)
+    PolicyVersion.objects.create(number=old.number + 1, status=PolicyStatus.ACTIVE, confidence_threshold="0.700")
+    runtime.invalidate()
     data = post(client, "/api/v1/route", {"message": SIMPLE}, auth).json()
     assert data["sentinel"]["kind"] == "llm"
 
