@@ -54,3 +54,44 @@ class AuditEventAdmin(GovernanceReadOnlyAdmin):
     list_filter = ("outcome", "action", "source")
     search_fields = ("actor_username", "message")
     date_hierarchy = "created_at"
+
+
+# ---- quality (issue 5) ----------------------------------------------------------------------------
+
+from .models import DriftAlert, JudgeAudit  # noqa: E402
+
+
+@admin.register(JudgeAudit)
+class JudgeAuditAdmin(GovernanceReadOnlyAdmin):
+    list_display = ("request_id", "status", "score", "misroute", "judge_model", "created_at")
+    list_filter = ("status", "misroute")
+    readonly_fields = [f.name for f in JudgeAudit._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(DriftAlert)
+class DriftAlertAdmin(GovernanceReadOnlyAdmin):
+    list_display = ("created_at", "kind", "key", "message", "acknowledged_at")
+    list_filter = ("kind",)
+    actions = ["pin_current_as_baseline"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Pin current as baseline (last 7 days)")
+    def pin_current_as_baseline(self, request: HttpRequest, queryset) -> None:
+        from . import drift
+
+        if selectors.ENGINEER not in selectors.user_roles(request.user):
+            self.message_user(request, "You need the engineer role.", messages.ERROR)
+            return
+        drift.baseline_pin(actor=request.user.get_username())
+        self.message_user(request, "Pinned the last 7 days as the drift baseline.")

@@ -131,3 +131,111 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("audit events are append-only: delete is not allowed")
+
+
+# ---- quality: judge audits and drift (issue 5) ---------------------------------------------------
+
+
+class AuditSample(models.Model):
+    """A sampled request's question and answer, kept so that a judge can score it later.
+
+    Only sampled requests are stored (the decision log never keeps prompt text). `weight` is
+    1 / inclusion probability, so that weighted aggregates over audits are unbiased.
+    """
+
+    request_id = models.UUIDField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    route = models.CharField(max_length=64)
+    executor_model = models.CharField(max_length=120, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    stratum = models.CharField(max_length=100, help_text="route|confidence bucket the sample was drawn from")
+    probability = models.FloatField()
+    weight = models.FloatField()
+    prompt = models.TextField()
+    answer = models.TextField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"sample {self.request_id}"
+
+
+class JudgeStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SCORED = "scored"
+    FAILED = "failed"
+
+
+class Misroute(models.TextChoices):
+    NONE = "", "None"
+    UNDER = "under_routed", "Under-routed"
+    OVER = "over_routed", "Over-routed"
+
+
+class JudgeAudit(models.Model):
+    """A judge model's 1-5 score of one sampled answer, with its rationale and misroute flag."""
+
+    sample = models.OneToOneField(AuditSample, on_delete=models.CASCADE, related_name="audit")
+    request_id = models.UUIDField(unique=True)
+    status = models.CharField(max_length=16, choices=JudgeStatus.choices, default=JudgeStatus.PENDING, db_index=True)
+    judge_model = models.CharField(max_length=120)
+    judge_model_version = models.CharField(max_length=160, blank=True)
+    score = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    question_complexity = models.CharField(max_length=16, blank=True)
+    misroute = models.CharField(max_length=16, choices=Misroute.choices, blank=True, default="")
+    applied = models.BooleanField(default=False, help_text="The score is on the decision row.")
+    error = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    scored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"audit {self.request_id}: {self.score}"
+
+
+class DriftBaseline(models.Model):
+    """A pinned snapshot of the route distribution and per-route means, to compare windows against."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=150, blank=True)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    snapshot = models.JSONField(default=dict)
+    pinned = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class DriftKind(models.TextChoices):
+    ROUTE_SHARE = "route_share", "Route share moved"
+    CONFIDENCE = "confidence", "Mean confidence dropped"
+    JUDGE_SCORE = "judge_score", "Mean judge score dropped"
+    MODEL_VERSION = "model_version", "Provider returned an unpinned model version"
+
+
+class DriftAlert(models.Model):
+    """One drift finding; acknowledged by an engineer, optionally POSTed to a webhook."""
+
+    kind = models.CharField(max_length=32, choices=DriftKind.choices)
+    key = models.CharField(max_length=300, help_text="What moved (route, route|version), for dedup of version alerts.")
+    message = models.CharField(max_length=500)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    webhook_status = models.CharField(max_length=16, blank=True, help_text="'', sent, failed")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # A model version is alerted the first time only.
+            models.UniqueConstraint(fields=["key"], condition=models.Q(kind="model_version"),
+                                    name="one_alert_per_model_version"),
+        ]

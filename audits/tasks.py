@@ -3,13 +3,19 @@
 `audits.evaluate_proposal` claims the evaluation with an atomic conditional update, so a
 redelivered (acks_late) or duplicated task does nothing; `audits.activate_due_proposals` runs
 on the beat schedule and activates approved proposals whose `activate_at` has come.
+`audits.judge_audit`, `audits.check_drift` and `audits.send_alert_webhook` are the quality
+entry points (docs/QUALITY.md).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
+from django.conf import settings
+
+from routing.providers.base import ProviderError
 
 from . import services
 from .evaluation import run_evaluation
@@ -38,3 +44,63 @@ def evaluate_proposal(proposal_id: int) -> str:
 def activate_due_proposals() -> list[int]:
     """Activate approved proposals whose scheduled activation time has passed."""
     return services.proposals_activate_due()
+
+
+# ---- quality: judge audits, drift checks, alert webhooks (issue 5) ------------------------------
+
+
+@shared_task(name="audits.judge_audit", bind=True, acks_late=True, max_retries=5)
+def judge_audit(self: Any, request_id: str) -> str:
+    """Score one sampled answer with the judge model and put the score on the decision row.
+
+    Idempotent: the audit is claimed with a conditional update, so a duplicate or redelivered
+    task neither calls the judge twice nor moves the rollups twice."""
+    from . import judge
+    from .models import JudgeAudit, JudgeStatus
+
+    if judge.audit_claim(request_id=request_id):
+        audit = JudgeAudit.objects.select_related("sample").get(request_id=request_id)
+        try:
+            verdict = judge.judge_call(question=audit.sample.prompt, answer=audit.sample.answer,
+                                       model=audit.judge_model)
+        except (ProviderError, ValueError) as exc:
+            judge.audit_fail(request_id=request_id, error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, ProviderError) and exc.retryable and not self.request.is_eager:
+                raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries) from exc
+            return "failed"
+        judge.audit_record_score(request_id=request_id, verdict=verdict)
+    elif not JudgeAudit.objects.filter(request_id=request_id, status=JudgeStatus.SCORED).exists():
+        return "skipped: another worker has it, or no such audit"
+    if judge.audit_apply_score(request_id=request_id):
+        return "scored"
+    if not self.request.is_eager:
+        # The decision row is still in a recorder batch (or spooled): try again shortly.
+        raise self.retry(countdown=15 * 2 ** self.request.retries)
+    return "scored; decision row not written yet (applied by the next drift check)"
+
+
+@shared_task(name="audits.check_drift", acks_late=True)
+def check_drift() -> list[int]:
+    """Compare the last window's routing with the previous window and the pinned baseline."""
+    from . import drift, judge
+    from .models import JudgeAudit, JudgeStatus
+
+    for request_id in JudgeAudit.objects.filter(status=JudgeStatus.SCORED, applied=False).values_list(
+            "request_id", flat=True)[:10_000]:
+        judge.audit_apply_score(request_id=str(request_id))
+    return drift.drift_check()
+
+
+@shared_task(name="audits.send_alert_webhook", bind=True, acks_late=True, max_retries=6)
+def send_alert_webhook(self: Any, alert_id: int) -> str:
+    """POST one alert as JSON to `ALERT_WEBHOOK_URL`, retrying with exponential backoff."""
+    from . import drift
+
+    try:
+        return drift.alert_webhook_post(alert_id=alert_id)
+    except drift.WebhookError as exc:
+        if self.request.retries >= self.max_retries:
+            drift.alert_webhook_mark(alert_id=alert_id, status="failed")
+            return "failed"
+        backoff = float(getattr(settings, "ALERT_WEBHOOK_BACKOFF_S", 2.0))
+        raise self.retry(exc=exc, countdown=backoff * 2 ** self.request.retries) from exc

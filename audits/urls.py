@@ -1,9 +1,10 @@
 """URLs of the audits app: the governance API (/api/v1/proposals/, /api/v1/audit-events/) and pages
-(/governance/...)."""
+(/governance/...), and the quality API (/api/v1/quality/..., /api/v1/drift/...)."""
 
 from django.urls import include, path
 
-from . import views
+from . import quality_views, views
+from .api import quality as quality_api
 from .api import views as api
 
 app_name = "audits"
@@ -18,6 +19,12 @@ api_patterns = [
     path("proposals/<int:pk>/reject", api.ProposalRejectApi.as_view(), name="api-proposal-reject"),
     path("proposals/<int:pk>/activate", api.ProposalActivateApi.as_view(), name="api-proposal-activate"),
     path("audit-events/", api.AuditEventListApi.as_view(), name="api-audit-events"),
+    path("quality/audits/", quality_api.JudgeAuditListApi.as_view(), name="api-judge-audits"),
+    path("quality/report/", quality_api.QualityReportApi.as_view(), name="api-quality-report"),
+    path("drift/alerts/", quality_api.DriftAlertListApi.as_view(), name="api-drift-alerts"),
+    path("drift/alerts/<int:pk>/acknowledge", quality_api.DriftAlertAcknowledgeApi.as_view(),
+         name="api-drift-alert-acknowledge"),
+    path("drift/baseline/", quality_api.DriftBaselineApi.as_view(), name="api-drift-baseline"),
 ]
 
 urlpatterns = [
@@ -27,4 +34,9 @@ urlpatterns = [
     path("governance/proposals/<int:pk>/", views.proposal_detail_page, name="proposal-detail"),
     path("governance/proposals/<int:pk>/<slug:action>", views.proposal_action_page, name="proposal-action"),
     path("governance/audit/", views.audit_trail_page, name="audit-trail"),
+    path("governance/quality/", quality_views.quality_page, name="quality"),
+    path("governance/alerts/", quality_views.alerts_page, name="drift-alerts"),
+    path("governance/alerts/<int:pk>/acknowledge", quality_views.alert_acknowledge_page,
+         name="drift-alert-acknowledge"),
+    path("governance/alerts/baseline", quality_views.baseline_pin_page, name="drift-baseline-pin"),
 ]

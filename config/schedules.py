@@ -9,6 +9,9 @@ BEAT_SCHEDULE = {
     # Rollups are kept incrementally on ingest; this exact rebuild of the last 48 h catches late
     # feedback/judge scores and anything written around the hooks. Every 15 min keeps pages fresh.
     "rebuild-recent-rollups": {"task": "dashboard.rebuild_recent_rollups", "schedule": crontab(minute="*/15")},
+    # Routing drift is a slow signal (traffic mix, provider model changes): compare weekly, Monday
+    # 06:00 UTC, so alerts land at the start of the working week; it also applies late judge scores.
+    "check-drift": {"task": "audits.check_drift", "schedule": crontab(minute=0, hour=6, day_of_week="mon")},
     # Scheduled policy activations should go live within a minute of their time.
     "activate-due-proposals": {"task": "audits.activate_due_proposals", "schedule": crontab(minute="*")},
 }

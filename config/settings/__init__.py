@@ -7,3 +7,4 @@ from .providers import *  # noqa: F401,F403
 from .gateway import *  # noqa: F401,F403
 from .security import *  # noqa: F401,F403
 from .logs import *  # noqa: F401,F403
+from .quality import *  # noqa: F401,F403

@@ -79,7 +79,12 @@ def gateway_request(key: KeyInfo, endpoint: str, **fields: Any) -> GatewayReques
 
 
 def record(gateway: Gateway, routed: Routed, executed: Executed | None, request: GatewayRequest) -> None:
-    get_runtime().recorder.record(gateway.record(routed, executed, request))
+    from audits.sampling import last_user_text, maybe_sample
+
+    row = gateway.record(routed, executed, request)
+    get_runtime().recorder.record(row)
+    completion = executed.completion if executed else None
+    maybe_sample(row, last_user_text(request.messages), completion.text if completion else "")
 
 
 def routing_headers(routed: Routed) -> dict[str, str]:

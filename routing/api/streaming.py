@@ -53,4 +53,9 @@ async def drive_stream(
             executed.error = executed.error or "client disconnected"
         raise
     finally:
-        get_runtime().recorder.record(gateway.record(routed, executed, greq))
+        from audits.sampling import last_user_text, maybe_sample
+
+        row = gateway.record(routed, executed, greq)
+        get_runtime().recorder.record(row)
+        answer = executed.completion.text if executed.completion else executed.delivered_text
+        maybe_sample(row, last_user_text(greq.messages), answer)

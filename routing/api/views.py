@@ -6,6 +6,7 @@ from functools import partial
 
 from django.http import HttpRequest, JsonResponse
 
+from audits.sampling import last_user_text, maybe_sample
 from routing.engine.dispatch import Routed
 from routing.runtime import KeyInfo, get_runtime, run_db
 from routing.services import feedback_record
@@ -72,6 +73,7 @@ async def complete_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
     executed = await gateway.execute(routed, greq)
     row = gateway.record(routed, executed, greq)
     get_runtime().recorder.record(row)
+    maybe_sample(row, last_user_text(greq.messages), executed.completion.text if executed.completion else "")
     headers = routing_headers(routed)
     if executed.completion is None:
         return JsonResponse(

@@ -136,8 +136,7 @@ def test_the_score_hook_moves_rollups_with_late_feedback_and_judge_scores(apps):
         r["feedback_score"] = None
     decisions_insert(records=rows)
     target = rows[5]
-    for score in (5, 2, 4):  # record, then replace twice: as feedback_record would with the hook in place
-        rollups_scores_apply(request_id=target["request_id"], application_id=apps[0], feedback_score=score)
+    for score in (5, 2, 4):  # record, then replace twice: feedback_record moves the rollups itself
         feedback_record(request_id=target["request_id"], application_id=apps[0], score=score, thumbs="", comment="")
     rollups_scores_apply(request_id=rows[6]["request_id"], judge_score=1)
     Decision.objects.filter(request_id=rows[6]["request_id"]).update(judge_score=1)
