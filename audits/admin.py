@@ -95,3 +95,24 @@ class DriftAlertAdmin(GovernanceReadOnlyAdmin):
             return
         drift.baseline_pin(actor=request.user.get_username())
         self.message_user(request, "Pinned the last 7 days as the drift baseline.")
+
+
+# ---- shadow experiments (issue 5) -----------------------------------------------------------------
+
+from .models import ShadowDecision, ShadowExperiment  # noqa: E402
+
+
+@admin.register(ShadowExperiment)
+class ShadowExperimentAdmin(GovernanceReadOnlyAdmin):
+    """Read-only: transitions go through audits.shadow_services (API and pages)."""
+
+    list_display = ("id", "name", "candidate", "sample_rate", "status", "window_start", "window_end", "proposal")
+    list_filter = ("status",)
+    search_fields = ("name",)
+
+
+@admin.register(ShadowDecision)
+class ShadowDecisionAdmin(GovernanceReadOnlyAdmin):
+    list_display = ("created_at", "experiment", "request_id", "production_route", "candidate_route",
+                    "candidate_escalated", "candidate_sentinel_cost")
+    list_filter = ("experiment",)

@@ -239,3 +239,92 @@ class DriftAlert(models.Model):
             models.UniqueConstraint(fields=["key"], condition=models.Q(kind="model_version"),
                                     name="one_alert_per_model_version"),
         ]
+
+
+# ---- shadow routing experiments (issue 5) --------------------------------------------------------
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    STOPPED = "stopped", "Stopped"
+    FINISHED = "finished", "Finished (window ended)"
+
+
+class ShadowExperiment(models.Model):
+    """A candidate policy version routed in the shadow of production for a sample of live traffic.
+
+    Transitions (draft → running ⇄ paused → stopped; running/paused → finished when the window
+    ends) happen only in `audits.shadow_services`.
+    """
+
+    name = models.CharField(max_length=200)
+    candidate = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="shadow_experiments")
+    sample_rate = models.DecimalField(max_digits=5, decimal_places=4,
+                                      help_text="Share of live requests routed in the shadow (0-1).")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT,
+                              db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    proposal = models.ForeignKey(Proposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="The governance proposal made from this experiment.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(sample_rate__gte=0, sample_rate__lte=1),
+                                   name="shadow_sample_rate_0_1"),
+            models.CheckConstraint(condition=models.Q(window_end__gt=models.F("window_start")),
+                                   name="shadow_window_ordered"),
+        ]
+
+    def __str__(self) -> str:
+        return f"experiment #{self.pk}: {self.name} ({self.status})"
+
+
+class ShadowCapture(models.Model):
+    """A shadow-sampled request waiting for (or done with) its candidate routing.
+
+    `prompt` is kept only when the candidate needs its own sentinel call, and emptied once the
+    candidate has decided: the decision log never keeps prompt text.
+    """
+
+    experiment = models.ForeignKey(ShadowExperiment, on_delete=models.CASCADE, related_name="captures")
+    request_id = models.UUIDField()
+    prompt = models.TextField(blank=True)
+    needs_sentinel = models.BooleanField(default=False)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["experiment", "request_id"], name="one_capture_per_request")]
+
+
+class ShadowDecision(models.Model):
+    """The candidate's routing of one sampled request, beside production's."""
+
+    experiment = models.ForeignKey(ShadowExperiment, on_delete=models.CASCADE, related_name="decisions")
+    request_id = models.UUIDField()
+    production_route = models.CharField(max_length=64)
+    candidate_route = models.CharField(max_length=64)
+    candidate_reason = models.CharField(max_length=300)
+    candidate_escalated = models.BooleanField(default=False)
+    candidate_decision = models.JSONField(null=True, blank=True)
+    candidate_sentinel_called = models.BooleanField(default=False)
+    candidate_sentinel_cost = models.DecimalField(max_digits=24, decimal_places=10, default=0,
+                                                  help_text="Zero when production's stored decision is re-used.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "request_id"], name="one_shadow_per_request")]
+
+    def __str__(self) -> str:
+        return f"shadow {self.request_id}: {self.production_route} / {self.candidate_route}"

@@ -79,17 +79,41 @@ class Candidate:
     answer: str
 
 
+@dataclass
+class ShadowCandidate:
+    """A request that may be shadow-sampled: a separate queue item, so judge sampling is unaffected."""
+
+    record: Any  # routing.engine.dispatch.DecisionRecord
+    prompt: str
+
+
+@dataclass(frozen=True)
+class ShadowTarget:
+    """A running experiment as the response path sees it (cached for RATE_TTL_S)."""
+
+    experiment_id: int
+    candidate_id: int
+    rate: float
+    window_start: Any
+    window_end: Any
+
+    def samples(self, request_id: uuid.UUID | str, at: Any) -> bool:
+        return self.window_start <= at < self.window_end and is_sampled(request_id, self.rate)
+
+
 class Sampler:
     """The queue and thread of step 2. One per process (`get_sampler()`)."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[Candidate | None] = queue.Queue()
+        self._queue: queue.Queue[Candidate | ShadowCandidate | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
         self._rates: dict[int | None, tuple[float, Decimal]] = {}
+        self._experiments: tuple[float, list[ShadowTarget]] | None = None
         self.stored = 0
+        self.shadow_captured = 0
 
     # -- response path ----------------------------------------------------------------------
     def offer(self, record: Any, prompt: str, answer: str) -> None:
@@ -102,6 +126,18 @@ class Sampler:
         self._ensure_thread()
         self._idle.clear()
         self._queue.put_nowait(Candidate(record, prompt, answer))
+
+    def shadow_offer(self, record: Any, prompt: str) -> None:
+        """Queue a request for shadow routing unless the cached experiments say it is not sampled."""
+        if record.sentinel_kind == "bypass" or not record.route:
+            return  # an explicit model: production did not route, so there is nothing to compare
+        cached = self._experiments
+        if (cached is not None and time.monotonic() - cached[0] < RATE_TTL_S
+                and not any(t.samples(record.request_id, record.created_at) for t in cached[1])):
+            return
+        self._ensure_thread()
+        self._idle.clear()
+        self._queue.put_nowait(ShadowCandidate(record, prompt))
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -126,8 +162,22 @@ class Sampler:
         self._rates[policy_version_id] = (time.monotonic(), rate)
         return rate
 
+    def running_experiments(self) -> list[ShadowTarget]:
+        cached = self._experiments
+        if cached is not None and time.monotonic() - cached[0] < RATE_TTL_S:
+            return cached[1]
+        from .models import ExperimentStatus, ShadowExperiment
+
+        targets = [
+            ShadowTarget(e.pk, e.candidate_id, float(e.sample_rate), e.window_start, e.window_end)
+            for e in ShadowExperiment.objects.filter(status=ExperimentStatus.RUNNING)
+        ]
+        self._experiments = (time.monotonic(), targets)
+        return targets
+
     def invalidate(self) -> None:
         self._rates.clear()
+        self._experiments = None
 
     def _run(self) -> None:
         while True:
@@ -138,7 +188,10 @@ class Sampler:
                 return
             try:
                 close_old_connections()
-                self._handle(item)
+                if isinstance(item, ShadowCandidate):
+                    self._handle_shadow(item)
+                else:
+                    self._handle(item)
             except Exception:  # noqa: BLE001 - an audit sample is best effort; the request is served
                 log.warning("audit sampling failed for %s", item.record.request_id, exc_info=True)
             if self._queue.empty():
@@ -158,6 +211,24 @@ class Sampler:
             from .tasks import judge_audit
 
             judge_audit.delay(str(record.request_id))
+
+    def _handle_shadow(self, item: ShadowCandidate) -> None:
+        record = item.record
+        targets = [t for t in self.running_experiments() if t.samples(record.request_id, record.created_at)]
+        if not targets:
+            return
+        captured = [t.experiment_id for t in targets
+                    if shadow_capture_store(target=t, record=record, prompt=item.prompt)]
+        if not captured:
+            return
+        self.shadow_captured += len(captured)
+        from routing.runtime import get_runtime
+
+        get_runtime().recorder.flush(10)  # the task re-uses the stored decision row
+        from .tasks import shadow_route
+
+        for experiment_id in captured:
+            shadow_route.delay(experiment_id, str(record.request_id))
 
     # -- control ----------------------------------------------------------------------------
     def flush(self, timeout: float = 15.0) -> bool:
@@ -193,6 +264,22 @@ def sample_store(*, record: Any, prompt: str, answer: str, probability: float) -
     return True
 
 
+def shadow_capture_store(*, target: ShadowTarget, record: Any, prompt: str) -> bool:
+    """Capture one shadow-sampled request; the prompt only when the candidate must call its own
+    sentinel (its sentinel settings differ from the production policy's). False if already captured."""
+    from .models import ShadowCapture
+    from .shadow import sentinel_settings_differ
+
+    needs = sentinel_settings_differ(candidate_id=target.candidate_id, production_id=record.policy_version_id)
+    try:
+        with transaction.atomic():
+            ShadowCapture.objects.create(experiment_id=target.experiment_id, request_id=record.request_id,
+                                         prompt=prompt if needs else "", needs_sentinel=needs)
+    except IntegrityError:
+        return False
+    return True
+
+
 _sampler: Sampler | None = None
 
 
@@ -209,6 +296,10 @@ def maybe_sample(record: Any, prompt: str, answer: str) -> None:
         get_sampler().offer(record, prompt, answer)
     except Exception:  # noqa: BLE001 - sampling must never fail a request
         log.warning("audit sampling hook failed", exc_info=True)
+    try:
+        get_sampler().shadow_offer(record, prompt)
+    except Exception:  # noqa: BLE001 - a shadow experiment must never fail a request
+        log.warning("shadow sampling hook failed", exc_info=True)
 
 
 def last_user_text(messages: Any) -> str:

@@ -104,3 +104,29 @@ def send_alert_webhook(self: Any, alert_id: int) -> str:
             return "failed"
         backoff = float(getattr(settings, "ALERT_WEBHOOK_BACKOFF_S", 2.0))
         raise self.retry(exc=exc, countdown=backoff * 2 ** self.request.retries) from exc
+
+
+# ---- shadow routing experiments (issue 5) --------------------------------------------------------
+
+
+@shared_task(name="audits.shadow_route", bind=True, acks_late=True, max_retries=5)
+def shadow_route(self: Any, experiment_id: int, request_id: str) -> str:
+    """Route one shadow-sampled request with the experiment's candidate policy and store it.
+
+    Idempotent: the capture is claimed with a conditional update and the decision is unique per
+    (experiment, request), so a duplicate or redelivered task stores nothing twice."""
+    from . import shadow
+
+    result = shadow.shadow_process(experiment_id=experiment_id, request_id=request_id)
+    if result == shadow.NOT_YET and not self.request.is_eager:
+        # The decision row is still in a recorder batch (or spooled): try again shortly.
+        raise self.retry(countdown=15 * 2 ** self.request.retries)
+    return result
+
+
+@shared_task(name="audits.finish_due_experiments", acks_late=True)
+def finish_due_experiments() -> list[int]:
+    """Mark running or paused experiments whose window has ended as finished."""
+    from . import shadow_services
+
+    return shadow_services.experiments_finish_due()

@@ -1,10 +1,12 @@
 """URLs of the audits app: the governance API (/api/v1/proposals/, /api/v1/audit-events/) and pages
-(/governance/...), and the quality API (/api/v1/quality/..., /api/v1/drift/...)."""
+(/governance/...), the quality API (/api/v1/quality/..., /api/v1/drift/...) and shadow experiments
+(/api/v1/experiments/..., /governance/experiments/...)."""
 
 from django.urls import include, path
 
-from . import quality_views, views
+from . import quality_views, shadow_views, views
 from .api import quality as quality_api
+from .api import shadow as shadow_api
 from .api import views as api
 
 app_name = "audits"
@@ -25,6 +27,13 @@ api_patterns = [
     path("drift/alerts/<int:pk>/acknowledge", quality_api.DriftAlertAcknowledgeApi.as_view(),
          name="api-drift-alert-acknowledge"),
     path("drift/baseline/", quality_api.DriftBaselineApi.as_view(), name="api-drift-baseline"),
+    path("experiments/", shadow_api.ExperimentListCreateApi.as_view(), name="api-experiment-list"),
+    path("experiments/<int:pk>/", shadow_api.ExperimentDetailApi.as_view(), name="api-experiment-detail"),
+    path("experiments/<int:pk>/start", shadow_api.ExperimentStartApi.as_view(), name="api-experiment-start"),
+    path("experiments/<int:pk>/pause", shadow_api.ExperimentPauseApi.as_view(), name="api-experiment-pause"),
+    path("experiments/<int:pk>/stop", shadow_api.ExperimentStopApi.as_view(), name="api-experiment-stop"),
+    path("experiments/<int:pk>/to-proposal", shadow_api.ExperimentToProposalApi.as_view(),
+         name="api-experiment-to-proposal"),
 ]
 
 urlpatterns = [
@@ -39,4 +48,8 @@ urlpatterns = [
     path("governance/alerts/<int:pk>/acknowledge", quality_views.alert_acknowledge_page,
          name="drift-alert-acknowledge"),
     path("governance/alerts/baseline", quality_views.baseline_pin_page, name="drift-baseline-pin"),
+    path("governance/experiments/", shadow_views.experiment_list_page, name="experiment-list"),
+    path("governance/experiments/<int:pk>/", shadow_views.experiment_detail_page, name="experiment-detail"),
+    path("governance/experiments/<int:pk>/<slug:action>", shadow_views.experiment_action_page,
+         name="experiment-action"),
 ]

@@ -12,6 +12,8 @@ BEAT_SCHEDULE = {
     # Routing drift is a slow signal (traffic mix, provider model changes): compare weekly, Monday
     # 06:00 UTC, so alerts land at the start of the working week; it also applies late judge scores.
     "check-drift": {"task": "audits.check_drift", "schedule": crontab(minute=0, hour=6, day_of_week="mon")},
+    # A shadow experiment's window ends on the minute; finish it promptly so its report is final.
+    "finish-due-experiments": {"task": "audits.finish_due_experiments", "schedule": crontab(minute="*/5")},
     # Scheduled policy activations should go live within a minute of their time.
     "activate-due-proposals": {"task": "audits.activate_due_proposals", "schedule": crontab(minute="*")},
 }
