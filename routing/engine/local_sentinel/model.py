@@ -91,12 +91,13 @@ OVERRIDE_PATTERNS = re.compile(
     | \broute\b[^.\n]{0,15}\b(simple_qa|complex_reasoning|code_generation|long_context_research|agentic_task|refusal_required|fallback)\b
     | \b(use|switch\s+to)\b[^.\n]{0,15}\b(the\s+)?(cheapest|smallest|fastest|cheaper|frontier|best|strongest)\s+model\b
     | \bset\b[^.\n]{0,20}\bconfidence\b
-    | \byou\s+are\s+now\b | \bdeveloper\s+mode\b | (?-i:\bDAN\b) | \bjailbr[eo]a?k | \bdo\s+anything\s+now\b
+    | \byou\s+are\s+now\b | \bdeveloper\s+mode\b | \bjailbr[eo]a?k | \bdo\s+anything\s+now\b
     | \b(reveal|print|show|repeat)\b[^.\n]{0,20}\b(system|hidden|initial)\s+(prompt|instructions?)\b
     | \bnew\s+(system\s+)?instructions?\s*: | \bsystem\s*(override|prompt)\s*:
     )""",
-    re.IGNORECASE | re.VERBOSE,
+    re.VERBOSE,  # matched against the lower-cased text: case-insensitive matching is much slower
 )
+DAN_PATTERN = re.compile(r"\bDAN\b")  # the "Do Anything Now" persona: case matters here
 
 
 # Every pattern above contains one of these; the regex only runs near them (speed).
@@ -130,7 +131,9 @@ def override_attempted(text: str) -> bool:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
             merged.append((start, end))
-    return any(OVERRIDE_PATTERNS.search(text, start, end) for start, end in merged)
+    if any(OVERRIDE_PATTERNS.search(lowered, start, end) for start, end in merged):
+        return True
+    return "dan" in lowered and DAN_PATTERN.search(text) is not None
 
 
 def save_artefact(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
