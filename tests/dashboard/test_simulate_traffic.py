@@ -46,3 +46,25 @@ def test_it_starts_its_own_emulator_when_none_answers(emu, runtime, catalog, mon
     assert "Started a provider emulator" in out.getvalue()
     assert Decision.objects.count() == 5
     runtime.invalidate()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_produces_judge_audits_and_a_shadow_experiment_report(emu, runtime, catalog):
+    from audits.models import JudgeAudit, ShadowDecision, ShadowExperiment
+    from audits.shadow_selectors import experiment_report
+
+    out = io.StringIO()
+    call_command("simulate_traffic", requests=60, days=3, audit_rate=0.3, shadow_rate=1, stdout=out)
+    audits = JudgeAudit.objects.all()
+    assert audits.count() > 5 and not audits.exclude(status="scored").exists()
+    scored = Decision.objects.exclude(judge_score=None)
+    assert scored.count() == audits.count()  # every score reached its decision row
+    assert RollupDay.objects.aggregate(j=Sum("judge_count"))["j"] == audits.count()
+    experiment = ShadowExperiment.objects.get()
+    assert experiment.status == "running" and "simulated" in experiment.name
+    assert ShadowDecision.objects.filter(experiment=experiment).count() == 60  # rate 1: every request
+    report = experiment_report(experiment)
+    assert report.sampled == 60 and report.agreement is not None and 0 <= report.agreement <= 1
+    # escalating below 0.85 instead of 0.75 can only move traffic away from the cheap routes
+    assert report.agreement < 1 or not Decision.objects.filter(confidence__gte=0.75, confidence__lt=0.85).exists()
+    assert f"/governance/experiments/{experiment.pk}/" in out.getvalue()

@@ -65,8 +65,13 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=14)
         parser.add_argument("--feedback-rate", type=float, default=0.35)
         parser.add_argument("--seed", type=int, default=20260501)
+        parser.add_argument("--audit-rate", type=float, default=0.1,
+                            help="judge-audit sample rate for the simulated traffic (oversampled below 0.75)")
+        parser.add_argument("--shadow-rate", type=float, default=0.5,
+                            help="sample rate of the demo shadow experiment (0 to skip it)")
 
-    def handle(self, *args, requests: int, days: int, feedback_rate: float, seed: int, **options):
+    def handle(self, *args, requests: int, days: int, feedback_rate: float, seed: int, audit_rate: float,
+               shadow_rate: float, **options):
         if requests < 1 or days < 1:
             raise CommandError("--requests and --days must be at least 1")
         if not Route.objects.exists():
@@ -81,12 +86,71 @@ class Command(BaseCommand):
             settings.EMULATOR_URL = server.url
             self.stdout.write(f"Started a provider emulator at {server.url}.")
         try:
-            written, feedback = asyncio.run(self._run(requests, days, feedback_rate, seed, prompts, apps))
+            written, feedback, exchanges = asyncio.run(
+                self._run(requests, days, feedback_rate, seed, prompts, apps))
+            audited = self._judge_audits(exchanges, audit_rate)
+            experiment, shadowed = self._shadow_experiment(exchanges, days, shadow_rate)
         finally:
             if server is not None:
                 server.stop()
         self.stdout.write(self.style.SUCCESS(
-            f"Recorded {written} simulated decisions across {days} days ({feedback} with feedback)."))
+            f"Recorded {written} simulated decisions across {days} days ({feedback} with feedback, "
+            f"{audited} judge audits)."))
+        if experiment is not None:
+            self.stdout.write(f"Shadow experiment #{experiment.pk} ({experiment.name}) routed {shadowed} "
+                              f"sampled requests; report at /governance/experiments/{experiment.pk}/")
+
+    def _judge_audits(self, exchanges, rate: float) -> int:
+        """Judge a stratified sample of the simulated answers, as live sampling would (same weights)."""
+        from audits.sampling import inclusion_probability, is_sampled, sample_store
+        from audits.tasks import judge_audit
+
+        audited = 0
+        for record, prompt, answer in exchanges:
+            if not answer or rate <= 0:
+                continue
+            probability = inclusion_probability(rate, record.confidence)
+            if is_sampled(record.request_id, probability) and sample_store(
+                record=record, prompt=prompt, answer=answer, probability=probability
+            ):
+                judge_audit.apply(args=[str(record.request_id)])  # in this process, broker or not
+                audited += 1
+        return audited
+
+    def _shadow_experiment(self, exchanges, days: int, rate: float):
+        """A demo shadow experiment (escalate below 0.85) over the simulated traffic, with its report."""
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        from audits.sampling import ShadowTarget, shadow_capture_store
+        from audits.shadow_services import experiment_create, experiment_start
+        from audits.tasks import shadow_route
+
+        if rate <= 0:
+            return None, 0
+        group, _ = Group.objects.get_or_create(name="engineer")
+        actor, created = get_user_model().objects.get_or_create(username="simulator")
+        if created:
+            actor.set_unusable_password()
+            actor.save()
+        actor.groups.add(group)
+        now = timezone.now()
+        experiment = experiment_create(
+            actor=actor, name="Demo (simulated): escalate below 0.85", sample_rate=str(rate),
+            window_start=now - timedelta(days=days, hours=1), window_end=now + timedelta(days=7),
+            settings={"confidence_threshold": "0.850"}, source="task",
+        )
+        experiment = experiment_start(actor=actor, experiment_id=experiment.pk, source="task")
+        target = ShadowTarget(experiment.pk, experiment.candidate_id, float(experiment.sample_rate),
+                              experiment.window_start, experiment.window_end)
+        shadowed = 0
+        for record, prompt, _answer in exchanges:
+            if target.samples(record.request_id, record.created_at) and shadow_capture_store(
+                target=target, record=record, prompt=prompt
+            ):
+                shadow_route.apply(args=[experiment.pk, str(record.request_id)])
+                shadowed += 1
+        return experiment, shadowed
 
     async def _run(self, total, days, feedback_rate, seed, prompts, apps):
         from routing.runtime import get_runtime
@@ -99,6 +163,7 @@ class Command(BaseCommand):
         span = days * 86400
         semaphore = asyncio.Semaphore(CONCURRENCY)
         pending: list[dict] = []
+        exchanges: list[tuple] = []
         feedback_rows: list[Feedback] = []
         done = written = with_feedback = 0
         started = time.monotonic()
@@ -119,6 +184,8 @@ class Command(BaseCommand):
                                               score=feedback_score(rng, record.route, record.confidence),
                                               created_at=record.created_at + timedelta(minutes=1)))
             pending.append(record)
+            answer = executed.completion.text if executed.completion else ""
+            exchanges.append((record, request.messages[0].content, answer))
             done += 1
 
         for start in range(0, total, BATCH):
@@ -134,4 +201,4 @@ class Command(BaseCommand):
             sys.stdout.flush()
         sys.stdout.write("\n")
         await sync_to_async(connections.close_all)()  # the insert thread's connection
-        return written, with_feedback
+        return written, with_feedback, exchanges
