@@ -26,6 +26,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # (up to `timeout`) instead of failing on lock upgrade.
     _db["OPTIONS"].update({"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"})
     _db["CONN_MAX_AGE"] = 0
+    # Tests use a file, not SQLite's in-memory shared cache: there, a writer that meets another
+    # thread's lock fails at once ("table is locked") instead of waiting, and the gateway writes
+    # from background threads (decision log, audit sampler) while requests are served.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
     # Fail fast when PostgreSQL is away instead of hanging a request (see README, Operations).

@@ -14,9 +14,6 @@ from tests.audits.conftest import create_proposal
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.skipif(connection.vendor == "sqlite",
-                    reason="SQLite's in-memory shared-cache test database answers 'table is locked' at once "
-                           "instead of waiting for the writer; run with DATABASE_URL=postgres://... (CI does)")
 def test_concurrent_approvals_produce_exactly_one_transition(people, small_evalset):
     data = create_proposal(people.engineer, {"confidence_threshold": "0.900"}, propose=True)
     reviewers = [people.reviewer, people.second_reviewer] * 3  # six approvals racing
