@@ -258,6 +258,21 @@ def _next_policy_number() -> int:
     return (PolicyVersion.objects.order_by("-number").values_list("number", flat=True).first() or 0) + 1
 
 
+def draft_candidate(*, actor: AbstractBaseUser, changes: dict[str, Any],
+                    notes: str) -> tuple[PolicyVersion | None, PolicyVersion]:
+    """A draft version: the active one (locked) with `changes` applied; refused when nothing changes.
+
+    Call inside a transaction; returns (base, candidate)."""
+    base = _lock_active_policy()
+    if base is not None and all(
+        selectors.json_value(getattr(base, k)) == selectors.json_value(v) for k, v in changes.items()
+    ):
+        raise Invalid("the candidate changes nothing: every setting equals the active version's",
+                      field="settings")
+    candidate = _copy_policy(base, changes=changes, status=PolicyStatus.DRAFT, actor=actor, notes=notes)
+    return base, candidate
+
+
 def _copy_policy(source: PolicyVersion | None, *, changes: dict[str, Any], status: str,
                  actor: AbstractBaseUser | None, notes: str) -> PolicyVersion:
     """A new version: the source's settings with `changes` applied (numbers retried on a race)."""
@@ -290,14 +305,8 @@ def proposal_create(
     if activate_at is not None and activate_at <= timezone.now():
         raise Invalid("activate_at must be in the future", field="activate_at")
     with transaction.atomic():
-        base = _lock_active_policy()
-        if base is not None and all(
-            selectors.json_value(getattr(base, k)) == selectors.json_value(v) for k, v in changes.items()
-        ):
-            raise Invalid("the candidate changes nothing: every setting equals the active version's",
-                          field="settings")
-        candidate = _copy_policy(base, changes=changes, status=PolicyStatus.DRAFT, actor=actor,
-                                 notes=f"Candidate of proposal: {title.strip()[:150]}")
+        base, candidate = draft_candidate(actor=actor, changes=changes,
+                                          notes=f"Candidate of proposal: {title.strip()[:150]}")
         now = timezone.now()
         proposal = Proposal.objects.create(
             title=title.strip()[:200], description=description, candidate=candidate, base_version=base,

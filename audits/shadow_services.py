@@ -32,12 +32,11 @@ from .services import (
     Invalid,
     NotFound,
     _audited,
-    _copy_policy,
     _decimal,
-    _lock_active_policy,
     _require_role,
     audit_record,
     clean_policy_settings,
+    draft_candidate,
     proposal_create,
     proposal_propose,
 )
@@ -101,15 +100,9 @@ def experiment_create(
             if candidate.status == PolicyStatus.ACTIVE:
                 raise Invalid("the candidate must not be the active version", field="candidate")
         else:
-            changes = clean_policy_settings(settings or {})
-            base = _lock_active_policy()
-            if base is not None and all(
-                selectors.json_value(getattr(base, k)) == selectors.json_value(v) for k, v in changes.items()
-            ):
-                raise Invalid("the candidate changes nothing: every setting equals the active version's",
-                              field="settings")
-            candidate = _copy_policy(base, changes=changes, status=PolicyStatus.DRAFT, actor=actor,
-                                     notes=f"Candidate of shadow experiment: {name.strip()[:150]}")
+            _base, candidate = draft_candidate(
+                actor=actor, changes=clean_policy_settings(settings or {}),
+                notes=f"Candidate of shadow experiment: {name.strip()[:150]}")
         now = timezone.now()
         experiment = ShadowExperiment.objects.create(
             name=name.strip()[:200], candidate=candidate, sample_rate=rate, window_start=window_start,
