@@ -186,6 +186,11 @@ class ApiKey(models.Model):
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Abuse limits (issue 7); null means "no limit". Enforced atomically by routing.limits.
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    daily_budget = models.DecimalField(**MONEY, null=True, blank=True, help_text="USD per UTC day.")
+    monthly_budget = models.DecimalField(**MONEY, null=True, blank=True, help_text="USD per UTC month.")
 
     class Meta:
         verbose_name = "API key"
@@ -253,6 +258,11 @@ class Decision(models.Model):
     error = models.CharField(max_length=500, blank=True)
     stream = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=1)
+    retries = models.PositiveSmallIntegerField(default=0, help_text="Provider calls retried after a failure.")
+    attempt_log = models.JSONField(
+        default=list, blank=True,
+        help_text="Every provider call: target, outcome, tokens, cost and latency (failed attempts included).",
+    )
     simulated = models.BooleanField(default=False, help_text="Answered by the provider emulator.")
     metadata = models.JSONField(default=dict, blank=True)
     # guard, decision cache, local/tiered sentinel, execution modes (issue 3)

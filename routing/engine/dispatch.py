@@ -141,6 +141,8 @@ class DecisionRecord:
     served_path: str = "plain"
     speculative_waste_tokens: int = 0
     speculative_waste_cost: Decimal = Decimal(0)
+    retries: int = 0
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
 
 
 class NoExecutor(Exception):
