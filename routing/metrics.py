@@ -2,7 +2,9 @@
 
 Every request produces exactly one `DecisionRecord`, so counting at the recorder gives one
 consistent set of numbers: requests and decisions per route, latency histograms per stage,
-errors per provider, retries/attempts, tokens and spend. Never prompt text.
+errors per provider, retries/attempts, tokens and spend, and every provider call from the rows'
+attempt logs (outcome, error kind, retries, latency). Circuit states are pushed by the breakers
+(`circuit_changed`). Never prompt text.
 `GET /metrics` serves them (optionally behind `METRICS_TOKEN`).
 """
 
@@ -34,8 +36,29 @@ PROVIDER_ERRORS = Counter("gateway_provider_errors", "Requests whose executor fa
                           ["provider"], registry=REGISTRY)
 SENTINEL_FAILURES = Counter("gateway_sentinel_failures", "Sentinel calls with no valid decision",
                             registry=REGISTRY)
-EXTRA_ATTEMPTS = Counter("gateway_executor_extra_attempts", "Executor attempts beyond the first (fallbacks)",
-                         registry=REGISTRY)
+EXTRA_ATTEMPTS = Counter("gateway_executor_extra_attempts",
+                         "Executor calls beyond the first (retries and fallbacks)", registry=REGISTRY)
+# Provider faults (issue 7): every provider call from the rows' attempt logs, and circuit states.
+PROVIDER_CALLS = Counter("gateway_provider_calls", "Provider calls by role, provider, model and outcome",
+                         ["role", "provider", "model", "outcome"], registry=REGISTRY)
+PROVIDER_CALL_ERRORS = Counter("gateway_provider_call_errors",
+                               "Failed provider calls by provider and error kind (HTTP status when there was one)",
+                               ["provider", "kind"], registry=REGISTRY)
+RETRIES = Counter("gateway_retries", "Provider calls that retried a failed call, by role and provider",
+                  ["role", "provider"], registry=REGISTRY)
+PROVIDER_CALL_LATENCY = Histogram("gateway_provider_call_seconds", "Latency of each provider call",
+                                  ["role", "provider"], buckets=BUCKETS, registry=REGISTRY)
+CIRCUIT_STATE = Gauge("gateway_circuit_state", "Circuit per provider and model: 0 closed, 1 half-open, 2 open",
+                      ["provider", "model"], registry=REGISTRY)
+CIRCUIT_TRANSITIONS = Counter("gateway_circuit_transitions", "Circuit state changes, by the state entered",
+                              ["provider", "model", "state"], registry=REGISTRY)
+_CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def circuit_changed(provider: str, model: str, state: str) -> None:
+    """`BreakerRegistry.on_change` hook: the gauge follows each provider+model's circuit."""
+    CIRCUIT_STATE.labels(provider, model).set(_CIRCUIT_VALUES.get(state, 0))
+    CIRCUIT_TRANSITIONS.labels(provider, model, state).inc()
 LOG_WRITTEN = Gauge("gateway_decision_log_written", "Decision rows written by this process", registry=REGISTRY)
 LOG_SPOOLED = Gauge("gateway_decision_log_spooled", "Decision rows spooled to disk by this process",
                     registry=REGISTRY)
@@ -64,6 +87,16 @@ def observe(record: DecisionRecord) -> None:
         PROVIDER_ERRORS.labels(record.executor_provider).inc()
     if record.attempts > 1:
         EXTRA_ATTEMPTS.inc(record.attempts - 1)
+    for attempt in record.attempt_log:
+        role, provider = attempt.get("role", ""), attempt.get("provider", "")
+        outcome = attempt.get("outcome", "")
+        PROVIDER_CALLS.labels(role, provider, attempt.get("model", ""), outcome).inc()
+        if outcome in ("error", "timeout", "partial"):
+            PROVIDER_CALL_ERRORS.labels(provider, str(attempt.get("status") or attempt.get("error") or "error")).inc()
+        if attempt.get("retry"):
+            RETRIES.labels(role, provider).inc()
+        if outcome != "circuit_open":
+            PROVIDER_CALL_LATENCY.labels(role, provider).observe(float(attempt.get("ms", 0.0)) / 1000)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -8,14 +8,21 @@ route's fallback executor when the primary fails before sending anything) or han
 over an answer that speculation or the chained call already produced;
 `Gateway.record` turns what happened into one `DecisionRecord`, the row the
 decision log stores.
+
+Every provider call of a request goes through its `Calls` (routing/engine/resilience.py):
+one deadline bounds guard, sentinel, executor, retries and backoff; retryable failures are
+retried on the same model, then the route's fallback executor is tried; an open circuit
+skips straight to the fallback. Each call is in the row's attempt log, and the row's cost
+is the sum of what the providers billed for those calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +40,7 @@ from .cache import DecisionCache
 from .catalog import Catalog, PolicySettings, Price, RouteSpec
 from .policy import ModeSettings, PolicyOutcome
 from .pricing import Usage, baseline_cost_of, cost_of, quantize
+from .resilience import BreakerRegistry, Calls, CircuitOpen, Deadline, DeadlineExceeded, RetryPolicy, outcome_of
 from .sentinel import LocalModel, SentinelResult, shared_local_model
 from .tokens import estimate_tokens
 
@@ -78,6 +86,8 @@ class Routed:
     speculation: Any = None  # modes.Speculation while the cheap executor may still be running
     waste_usage: Usage = field(default_factory=Usage)
     waste_cost: Decimal = Decimal(0)
+    # The request's deadline, retry policy, breakers and attempt log (set by Gateway.route).
+    calls: Calls = field(default_factory=lambda: Calls(deadline=Deadline(120.0)))
 
 
 @dataclass
@@ -89,6 +99,16 @@ class Executed:
     status: str = "ok"
     error: str = ""
     delivered_text: str = ""
+    # When no executor answered: what the client is told (see Calls.failure).
+    http_status: int = 0
+    error_code: str = ""
+    retry_after: float | None = None
+    # A stream cut midway: the prompt as the provider reported it (or estimated) plus what was delivered.
+    partial_usage: Usage | None = None
+
+    def fail(self, calls: Calls, error: ProviderError | None) -> None:
+        failure = calls.failure(error)
+        self.http_status, self.error_code, self.retry_after = failure.status, failure.code, failure.retry_after
 
 
 @dataclass
@@ -160,6 +180,10 @@ class Gateway:
         modes: ModeSettings | None = None,
         cache: DecisionCache | None = None,
         local_model: LocalModel | None = None,
+        retry: RetryPolicy | None = None,
+        breakers: BreakerRegistry | None = None,
+        deadline_cap_s: float | None = None,
+        abandoned: Callable[[DecisionRecord], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.policy = policy
@@ -168,6 +192,11 @@ class Gateway:
         self.modes = modes or ModeSettings()
         self.cache = cache
         self.local_model = local_model or shared_local_model()
+        self.retry = retry or RetryPolicy()
+        self.breakers = breakers
+        self.deadline_cap_s = deadline_cap_s
+        # Where the row of a request whose client went away before the view could record it goes.
+        self.abandoned = abandoned
 
     # ---- routing -------------------------------------------------------------------------
     def _route_spec(self, name: str) -> RouteSpec:
@@ -193,14 +222,20 @@ class Gateway:
         started = time.perf_counter()
         created_at = self.now()
         request_id = uuid.uuid4()
+        calls = Calls(deadline=Deadline(self.deadline_s()), policy=self.retry, breakers=self.breakers)
         if request.explicit_model:
             spec = self._direct_spec(request.explicit_model)
             outcome = PolicyOutcome(DIRECT_ROUTE, "explicit model requested: routing bypassed", False)
-            routed = Routed(request_id, created_at, started, None, outcome, spec, 0, 0, Decimal(0))
+            routed = Routed(request_id, created_at, started, None, outcome, spec, 0, 0, Decimal(0), calls=calls)
         else:
             routed = Routed(request_id, created_at, started, None, PolicyOutcome("", "", False),
-                            self._route_spec(self.policy.fallback_route), 0, 0, Decimal(0))
-            await decide(self, request, routed)
+                            self._route_spec(self.policy.fallback_route), 0, 0, Decimal(0), calls=calls)
+            try:
+                await decide(self, request, routed)
+            except asyncio.CancelledError:
+                routed.outcome = PolicyOutcome(routed.route.name, "client disconnected while routing", False)
+                self._abandon(routed, None, request)
+                raise
             spec = routed.route
         sentinel = routed.sentinel
         est_in = estimate_tokens(request.all_text())
@@ -219,8 +254,23 @@ class Gateway:
     def _sentinel_price(self, sentinel: SentinelResult) -> Price | None:
         return self.catalog.prices.get(sentinel.price_model or self.policy.sentinel_model)
 
+    def deadline_s(self) -> float:
+        """The request's deadline: the policy's, never more than the operator's cap."""
+        if self.deadline_cap_s is None:
+            return self.policy.request_deadline_s
+        return min(self.policy.request_deadline_s, self.deadline_cap_s)
+
+    def _abandon(self, routed: Routed, executed: Executed | None, request: GatewayRequest) -> None:
+        """The client went away mid-request (the view is cancelled): still log its row."""
+        if executed is not None and executed.completion is None:
+            executed.status = "partial" if executed.partial_usage is not None else "error"
+            executed.error = executed.error or "client disconnected"
+        if self.abandoned is not None:
+            self.abandoned(self.record(routed, executed, request))
+
     # ---- execution -----------------------------------------------------------------------
     def _executors(self, spec: RouteSpec) -> list[RouteSpec]:
+        """The route's executor, then its fallback: only ever an executor the route config lists."""
         chain = [spec]
         if spec.fallback and spec.fallback in self.catalog.routes and spec.fallback != spec.name:
             chain.append(self.catalog.routes[spec.fallback])
@@ -244,34 +294,65 @@ class Gateway:
         return Executed(routed.prefetched, routed.prefetched_spec, routed.prefetched_ms, 1)
 
     async def execute(self, routed: Routed, request: GatewayRequest) -> Executed:
+        """The route's executor with retries, then its fallback; an open circuit skips to the fallback."""
         prefetched = await self._take_prefetched(routed)
         if prefetched is not None:
             return prefetched
+        calls = routed.calls
         started = time.perf_counter()
-        attempts = 0
-        last_error = ""
-        for spec in self._executors(routed.route):
-            attempts += 1
-            try:
-                completion = await asyncio.wait_for(
-                    self._provider(spec).complete(
-                        model=spec.model_version, system=request.system, messages=request.messages,
-                        max_tokens=self._max_tokens(spec, request), timeout=self.policy.request_deadline_s,
-                    ),
-                    timeout=self.policy.request_deadline_s,
-                )
-            except (ProviderError, TimeoutError) as exc:
-                last_error = str(exc) or "executor timeout"
-                continue
-            return Executed(completion, spec, (time.perf_counter() - started) * 1000, attempts)
-        return Executed(None, routed.route, (time.perf_counter() - started) * 1000, attempts, "error", last_error)
+        executed = Executed(None, routed.route, 0.0, 0)
+        last: ProviderError | None = None
+        try:
+            for spec in self._executors(routed.route):
+                try:
+                    provider = self._provider(spec)
+                    executed.completion = await calls.call(
+                        self._completer(provider, spec, request), role="executor", provider=spec.provider, model=spec.model_version,
+                        limit=provider.config.timeout_s, price=self._executor_price(spec),
+                        cancel_usage=Usage(input_tokens=routed.estimated_input_tokens),
+                    )
+                except DeadlineExceeded as exc:
+                    last = exc
+                    break  # no time left for a fallback either
+                except ProviderError as exc:
+                    last = exc
+                    continue
+                executed.executor = spec
+                break
+        except asyncio.CancelledError:
+            executed.latency_ms = (time.perf_counter() - started) * 1000
+            executed.attempts = calls.calls_made("executor")
+            self._abandon(routed, executed, request)
+            raise
+        executed.latency_ms = (time.perf_counter() - started) * 1000
+        executed.attempts = calls.calls_made("executor")
+        if executed.completion is None:
+            executed.status, executed.error = "error", str(last) if last else "no executor available"
+            executed.fail(calls, last)
+        return executed
+
+    def _completer(self, provider: ChatProvider, spec: RouteSpec,
+                   request: GatewayRequest) -> Callable[[float], Awaitable[Completion]]:
+        def complete(timeout: float) -> Awaitable[Completion]:
+            return provider.complete(model=spec.model_version, system=request.system, messages=request.messages,
+                                     max_tokens=self._max_tokens(spec, request), timeout=timeout)
+
+        return complete
+
+    def _executor_price(self, spec: RouteSpec) -> Price | None:
+        return None if spec.provider == "guardrail" else self._price(spec.model)
 
     async def stream(
         self, routed: Routed, request: GatewayRequest, sink: Executed
     ) -> AsyncIterator[str]:
         """Yield text deltas; `sink` is filled in as the stream progresses (even if cut short).
 
-        Falls back to the next executor only while nothing has been sent to the client.
+        1. Each executor (the route's, then its fallback) is admitted by its circuit breaker.
+        2. Its stream is opened and read with every wait bounded by the deadline (and the
+           provider's timeout); prompt usage is noted as soon as the provider reports it.
+        3. A failure before the first delta reached the client is retried (backoff, retry-after,
+           deadline permitting), then the fallback is tried; after the first delta it is final:
+           the row says `partial`, with the prompt plus the tokens delivered, and the error is raised.
         """
         prefetched = await self._take_prefetched(routed)
         if prefetched is not None:
@@ -282,61 +363,154 @@ class Gateway:
             if sink.delivered_text:
                 yield sink.delivered_text
             return
+        calls = routed.calls
         started = time.perf_counter()
         sink.status = "error"
-        for spec in self._executors(routed.route):
-            sink.attempts += 1
-            sink.executor = spec
-            sent_any = False
-            try:
-                stream = self._provider(spec).stream(
-                    model=spec.model_version, system=request.system, messages=request.messages,
-                    max_tokens=self._max_tokens(spec, request), timeout=self.policy.request_deadline_s,
-                )
-                async for delta in stream:
-                    delta: StreamDelta
-                    if delta.final is not None:
-                        final = delta.final
-                        final.text = sink.delivered_text
-                        sink.completion = final
+        last: ProviderError | None = None
+        try:
+            for spec in self._executors(routed.route):
+                sink.executor = spec
+                attempt = 0
+                while True:
+                    attempt += 1
+                    try:
+                        # aclosing: if the client goes away, the attempt is closed (and logged) now, not at GC.
+                        async with contextlib.aclosing(
+                            self._stream_once(routed, request, spec, sink, retry=attempt > 1)
+                        ) as deltas:
+                            async for text in deltas:
+                                yield text
+                    except DeadlineExceeded as exc:
+                        last = exc
+                        if sink.delivered_text:
+                            raise
+                        sink.error = str(exc)
+                        sink.fail(calls, exc)
+                        raise
+                    except CircuitOpen as exc:
+                        if attempt == 1:
+                            last = exc  # skipped: straight to the fallback
+                        else:
+                            calls.attempts.pop()  # our own failures opened it: the last error stands
+                        break
+                    except ProviderError as exc:
+                        last = exc
+                        sink.error = str(exc)
+                        if sink.delivered_text:
+                            raise  # something reached the client: no retry, no fallback
+                        wait = calls.retry_delay(exc, attempt)
+                        breaker = calls.breaker(spec.provider, spec.model_version)
+                        if wait is None or (breaker is not None and breaker.state == "open"):
+                            break
+                        await calls.sleep(wait)
                         continue
-                    if delta.text:
-                        sent_any = True
-                        sink.delivered_text += delta.text
-                        yield delta.text
-            except ProviderError as exc:
-                sink.error = str(exc)
-                if sent_any:
-                    sink.status = "partial"
-                    sink.latency_ms = (time.perf_counter() - started) * 1000
-                    raise
-                continue
-            finally:
-                sink.latency_ms = (time.perf_counter() - started) * 1000
-            sink.status = "ok"
-            sink.error = ""
-            return
-        raise ProviderError(sink.error or "no executor available", provider=routed.route.provider)
+                    sink.status, sink.error = "ok", ""
+                    return
+            sink.error = str(last) if last else "no executor available"
+            sink.fail(calls, last)
+            raise last or ProviderError(sink.error, provider=routed.route.provider)
+        finally:
+            sink.latency_ms = (time.perf_counter() - started) * 1000
+            sink.attempts = calls.calls_made("executor")
+            if sink.status != "ok" and sink.delivered_text:
+                sink.status = "partial"
+
+    async def _stream_once(
+        self, routed: Routed, request: GatewayRequest, spec: RouteSpec, sink: Executed, *, retry: bool
+    ) -> AsyncIterator[str]:
+        """One streamed call to one executor, logged as one attempt."""
+        calls = routed.calls
+        provider = self._provider(spec)
+        breaker = calls.admit("executor", spec.provider, spec.model_version)
+        price = self._executor_price(spec)
+        started = time.perf_counter()
+        reported: Usage | None = None
+        delivered_before = sink.delivered_text
+        try:
+            timeout = calls.timeout_for(provider.config.timeout_s)
+        except DeadlineExceeded:
+            if breaker is not None:
+                breaker.release()
+            raise
+        stream = provider.stream(model=spec.model_version, system=request.system, messages=request.messages,
+                                 max_tokens=self._max_tokens(spec, request), timeout=timeout)
+        error: BaseException | None = None
+        try:
+            while True:
+                wait = calls.timeout_for(provider.config.timeout_s)
+                try:
+                    async with asyncio.timeout(wait):
+                        delta: StreamDelta = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    if calls.deadline.remaining() < 0.05:
+                        raise DeadlineExceeded(f"{spec.provider}: no answer before the deadline",
+                                               provider=spec.provider) from exc
+                    raise ProviderError(f"{spec.provider}: timeout after {wait:.2f}s", provider=spec.provider,
+                                        retryable=True, kind="timeout") from exc
+                if delta.usage is not None:
+                    reported = delta.usage
+                if delta.final is not None:
+                    final = delta.final
+                    final.text = sink.delivered_text
+                    sink.completion = final
+                    continue
+                if delta.text:
+                    sink.delivered_text += delta.text
+                    yield delta.text
+        except (ProviderError, asyncio.CancelledError, GeneratorExit) as exc:
+            error = exc
+            raise
+        finally:
+            await stream.aclose()
+            text = sink.delivered_text[len(delivered_before):]
+            if error is None and sink.completion is not None:
+                calls.log("executor", spec.provider, spec.model_version, started=started, outcome="ok",
+                          usage=sink.completion.usage, price=price, retry=retry)
+                Calls.judge(breaker, None)
+            else:
+                # Billed: the prompt (as the provider reported it, else our estimate) plus the tokens
+                # delivered, once the provider started answering or when we walked away mid-call.
+                # A call that failed before the provider reported anything bills nothing.
+                failed = isinstance(error, ProviderError)
+                usage = None
+                if text or reported is not None or not failed:
+                    prompt = reported or Usage(input_tokens=routed.estimated_input_tokens)
+                    usage = Usage(prompt.input_tokens, estimate_tokens(text), prompt.cached_tokens,
+                                  prompt.cache_write_tokens)
+                if text or not failed:
+                    sink.partial_usage = usage
+                outcome = ("partial" if text else outcome_of(error)) if failed else "cancelled"
+                calls.log("executor", spec.provider, spec.model_version, started=started, outcome=outcome,
+                          error=error, usage=usage, price=price, retry=retry)
+                Calls.judge(breaker, error if failed else asyncio.CancelledError())
 
     # ---- recording -----------------------------------------------------------------------
     def _price(self, model: str) -> Price | None:
         return self.catalog.prices.get(model)
 
+    @staticmethod
+    def _consumed(calls: Calls) -> Usage:
+        """The executor usage of a request that got no answer: its last call's (empty unless billed)."""
+        last = next((a for a in reversed(calls.attempts) if a.role == "executor" and a.called), None)
+        return last.usage if last is not None else Usage()
+
     def record(self, routed: Routed, executed: Executed | None, request: GatewayRequest) -> DecisionRecord:
         sentinel = routed.sentinel
         if routed.speculation is not None:
             routed.speculation.abandon(routed)  # never executed (decide-only, or an error): count the waste
+        calls = routed.calls
         s_usage = sentinel.usage if sentinel else Usage()
-        s_cost = cost_of(s_usage, self._sentinel_price(sentinel)) if sentinel else quantize(Decimal(0))
         executor = executed.executor if executed else None
         completion = executed.completion if executed else None
         e_usage = completion.usage if completion else Usage()
-        if completion is None and executed is not None and executed.delivered_text:
-            # A cut stream: count what was delivered, and the prompt we sent.
-            e_usage = Usage(input_tokens=routed.estimated_input_tokens,
-                            output_tokens=estimate_tokens(executed.delivered_text))
+        if completion is None and executed is not None:
+            # A cut stream or a client gone mid-call: the prompt and whatever was delivered.
+            e_usage = executed.partial_usage or self._consumed(calls)
         is_guardrail = executor is not None and executor.provider == "guardrail"
-        e_cost = cost_of(e_usage, None if is_guardrail or executor is None else self._price(executor.model))
+        # Money is what the providers billed, call by call (failed calls bill nothing).
+        s_cost, e_cost, waste_cost = calls.cost("sentinel"), calls.cost("executor"), calls.cost("speculative")
         baseline_usage = e_usage
         if is_guardrail or (executor is None and routed.route.provider != "guardrail"):
             baseline_usage = Usage(input_tokens=routed.estimated_input_tokens,
@@ -390,12 +564,14 @@ class Gateway:
             total_ms=round(total_ms, 3),
             sentinel_cost=s_cost,
             executor_cost=e_cost,
-            cost=quantize(s_cost + e_cost + routed.waste_cost),
+            cost=calls.cost(),
             baseline_cost=baseline,
             status=executed.status if executed else "ok",
             error=(executed.error if executed else "")[:500],
             stream=request.stream,
             attempts=executed.attempts if executed else 0,
+            retries=calls.retries,
+            attempt_log=[a.to_dict() for a in calls.attempts],
             simulated=simulated,
             metadata=dict(request.metadata),
             guard_flags=list(routed.guard_flags),
@@ -404,5 +580,5 @@ class Gateway:
             local_decision=routed.local_decision,
             served_path=routed.served_path,
             speculative_waste_tokens=routed.waste_usage.input_tokens + routed.waste_usage.output_tokens,
-            speculative_waste_cost=quantize(routed.waste_cost),
+            speculative_waste_cost=waste_cost,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from routing.providers.base import Completion, Message, ProviderError
@@ -25,6 +26,7 @@ from .catalog import RouteSpec
 from .guard import guard_text
 from .policy import apply_policy
 from .pricing import Usage, cost_of
+from .resilience import Calls, CircuitBreaker, outcome_of
 from .sentinel import (
     CHAINED_TAG,
     LLMSentinel,
@@ -57,34 +59,61 @@ def _executes(request: GatewayRequest) -> bool:
 
 
 class Speculation:
-    """The cheap route's executor, started while the sentinel is still deciding."""
+    """The cheap route's executor, started while the sentinel is still deciding.
 
-    def __init__(self, gateway: Gateway, spec: RouteSpec, request: GatewayRequest) -> None:
+    One call, no retries (if it fails, the normal path with its retries and fallback runs),
+    bounded by the request's deadline, and skipped while the cheap model's circuit is open.
+    Its attempt is logged as `executor` when its answer is served, else as `speculative`
+    (the waste: what a finished call cost, or the prompt of a call cancelled in flight).
+    """
+
+    def __init__(self, gateway: Gateway, spec: RouteSpec, request: GatewayRequest, calls: Calls,
+                 breaker: CircuitBreaker | None, timeout: float) -> None:
         self.gateway = gateway
         self.spec = spec
+        self.calls = calls
+        self.breaker = breaker
         self.started = time.perf_counter()
         self.estimated_input = estimate_tokens(request.all_text())
+        self.price = gateway.catalog.prices.get(spec.model)
         provider = gateway.providers[spec.provider]
-        deadline = gateway.policy.request_deadline_s
         max_tokens = min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
-        self.task: asyncio.Task[Completion] = asyncio.create_task(
-            asyncio.wait_for(
-                provider.complete(model=spec.model_version, system=request.system, messages=request.messages,
-                                  max_tokens=max_tokens, timeout=deadline),
-                timeout=deadline,
-            )
-        )
+
+        async def run() -> Completion:
+            async with asyncio.timeout(timeout):
+                return await provider.complete(model=spec.model_version, system=request.system,
+                                               messages=request.messages, max_tokens=max_tokens, timeout=timeout)
+
+        self.task: asyncio.Task[Completion] = asyncio.create_task(run())
         # A cancelled or failed speculation must not log "exception was never retrieved".
         self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    @classmethod
+    def start(cls, gateway: Gateway, spec: RouteSpec, request: GatewayRequest, calls: Calls) -> Speculation | None:
+        """A speculation, unless the cheap model's circuit is open or the deadline leaves no time."""
+        provider = gateway.providers[spec.provider]
+        timeout = calls.deadline.timeout_for(provider.config.timeout_s)
+        breaker = calls.breaker(spec.provider, spec.model_version)
+        if timeout <= 0 or (breaker is not None and not breaker.allow()):
+            return None
+        return cls(gateway, spec, request, calls, breaker, timeout)
+
+    def _log(self, role: str, outcome: str, *, error: BaseException | None = None, usage: Usage | None = None) -> None:
+        self.calls.log(role, self.spec.provider, self.spec.model_version, started=self.started, outcome=outcome,
+                       error=error, usage=usage, price=self.price)
 
     async def settle(self, routed: Routed) -> None:
         """The decision landed on the cheap route: wait for the answer already on its way."""
         routed.speculation = None
         try:
             completion = await self.task
-        except (ProviderError, TimeoutError):
+        except (ProviderError, TimeoutError) as exc:
+            self._log("speculative", outcome_of(exc), error=exc)
+            Calls.judge(self.breaker, exc)
             routed.served_path = "speculative_failed"  # the normal path (with fallbacks) runs instead
             return
+        self._log("executor", "ok", usage=completion.usage)
+        Calls.judge(self.breaker, None)
         routed.prefetched, routed.prefetched_spec = completion, self.spec
         routed.prefetched_ms = (time.perf_counter() - self.started) * 1000
         routed.served_path = "speculative"
@@ -98,15 +127,22 @@ class Speculation:
         """
         routed.speculation = None
         routed.served_path = "speculative_cancelled"
-        usage = Usage(input_tokens=self.estimated_input)
         if self.task.done() and not self.task.cancelled() and self.task.exception() is None:
             usage = self.task.result().usage
+            self._log("speculative", "ok", usage=usage)
+            Calls.judge(self.breaker, None)
         elif self.task.done():
             usage = Usage()  # it failed before we cancelled: an error is not billed
+            error = None if self.task.cancelled() else self.task.exception()
+            self._log("speculative", outcome_of(error) if error else "cancelled", error=error)
+            Calls.judge(self.breaker, error if error is not None else asyncio.CancelledError())
         else:
+            usage = Usage(input_tokens=self.estimated_input)
             self.task.cancel()
+            self._log("speculative", "cancelled", usage=usage)
+            Calls.judge(self.breaker, asyncio.CancelledError())
         routed.waste_usage = usage
-        routed.waste_cost = cost_of(usage, self.gateway.catalog.prices.get(self.spec.model))
+        routed.waste_cost = cost_of(usage, self.price)
 
     abandon = cancel
 
@@ -143,7 +179,7 @@ async def _cache_store(cache: DecisionCache, app: object, text: str, analysis: A
         cache.store(app, text, vector, entry)
 
 
-async def _chained(gateway: Gateway, request: GatewayRequest, text: str, spec: RouteSpec) -> tuple[
+async def _chained(gateway: Gateway, request: GatewayRequest, text: str, spec: RouteSpec, calls: Calls) -> tuple[
     SentinelResult, str | None, Completion | None
 ]:
     """One cheap call that emits the decision and, for a confident simple_qa, the answer."""
@@ -160,19 +196,24 @@ async def _chained(gateway: Gateway, request: GatewayRequest, text: str, spec: R
                    + request.system + "\n</application_instructions>")
     answer_tokens = min(request.max_tokens or spec.max_output_tokens, spec.max_output_tokens)
     limit = min(policy.request_deadline_s, policy.sentinel_timeout_s + 30.0)
+    messages = [Message(role="user", content=chained_user_turn(text, policy.confidence_threshold))]
+
+    def call(timeout: float) -> Awaitable[Completion]:
+        return provider.complete(model=spec.model_version, system=system, messages=messages,
+                                 max_tokens=policy.sentinel_max_tokens + answer_tokens, timeout=timeout)
+
+    completion: Completion | None = None
     try:
-        completion = await asyncio.wait_for(
-            provider.complete(model=spec.model_version, system=system,
-                              messages=[Message(role="user", content=chained_user_turn(text, policy.confidence_threshold))],
-                              max_tokens=policy.sentinel_max_tokens + answer_tokens, timeout=limit),
-            timeout=limit + 0.5,
+        completion = await calls.call(
+            call, role="sentinel", provider=spec.provider, model=spec.model_version,
+            limit=min(limit, provider.config.timeout_s), price=gateway.catalog.prices.get(spec.model),
+            budget=calls.deadline.sub(limit),
         )
-    except TimeoutError:
-        result.failure = f"chained call timeout after {limit:.1f}s"
-        completion = None
     except ProviderError as exc:
-        result.failure = f"chained call provider error: {exc}"
-        completion = None
+        if exc.kind in ("timeout", "deadline"):
+            result.failure = f"chained call timeout after {limit:.1f}s"
+        else:
+            result.failure = f"chained call provider error: {exc}"
     answer = None
     if completion is not None:
         parsed = parse_chained(completion.text, routes=gateway.catalog.route_names(), tools=gateway.catalog.tools)
@@ -190,7 +231,7 @@ async def _ask_llm(
     policy, modes = gateway.policy, gateway.modes
     spec = cheap_route(gateway)
     if modes.chained and _executes(request) and spec is not None:
-        result, answer, completion = await _chained(gateway, request, text, spec)
+        result, answer, completion = await _chained(gateway, request, text, spec, routed.calls)
         routed.served_path = "chained_fallback"
         if answer and completion is not None:
             routed.prefetched = Completion(answer, completion.usage, completion.model_version,
@@ -199,12 +240,12 @@ async def _ask_llm(
             routed.prefetched_ms = result.latency_ms
         return result
     if modes.speculative and _executes(request) and spec is not None and spec.provider in gateway.providers:
-        routed.speculation = Speculation(gateway, spec, request)
+        routed.speculation = Speculation.start(gateway, spec, request, routed.calls)
     provider = gateway.providers.get(policy.sentinel_provider)
     if provider is None:
         return SentinelResult(kind="llm", model=policy.sentinel_model_version, decision=None,
                               failure=f"sentinel provider {policy.sentinel_provider!r} unavailable")
-    return await LLMSentinel(provider).decide(messages, catalog=gateway.catalog, policy=policy)
+    return await LLMSentinel(provider).decide(messages, catalog=gateway.catalog, policy=policy, calls=routed.calls)
 
 
 async def decide(gateway: Gateway, request: GatewayRequest, routed: Routed) -> None:
@@ -294,6 +335,10 @@ async def decide(gateway: Gateway, request: GatewayRequest, routed: Routed) -> N
             routed.served_path = "chained"
             # The one call was the executor: its whole usage is the executor's, none the sentinel's.
             sentinel.usage = Usage()
+            served = next((a for a in reversed(routed.calls.attempts) if a.role == "sentinel" and a.outcome == "ok"),
+                          None)
+            if served is not None:
+                served.role = "executor"
         else:
             routed.prefetched = routed.prefetched_spec = None  # escalated or re-routed: the normal path answers
 

@@ -13,15 +13,16 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from routing.providers.base import ChatProvider, Message, ProviderError
+from routing.providers.base import ChatProvider, Message, ProviderError, StructuredResult
 
 from .catalog import Catalog, PolicySettings
 from .decision import InvalidDecision, RouteDecision, decision_json_schema
 from .pricing import Usage
+from .resilience import Calls, Deadline
 
 if TYPE_CHECKING:
     from .local_sentinel.model import Analysis, LocalSentinel
@@ -95,13 +96,19 @@ class SentinelResult:
 
 
 class LLMSentinel:
-    """Asks a cheap model for a RouteDecision through its native structured output."""
+    """Asks a cheap model for a RouteDecision through its native structured output.
+
+    The call goes through the request's `Calls` (retries, circuit breaker, deadline). All its
+    attempts together get `policy.sentinel_timeout_s` (and never more than the request has
+    left): a sentinel that does not answer in time means escalation, not a late answer.
+    """
 
     def __init__(self, provider: ChatProvider) -> None:
         self.provider = provider
 
     async def decide(
-        self, messages: Sequence[Message], *, catalog: Catalog, policy: PolicySettings, timeout: float | None = None
+        self, messages: Sequence[Message], *, catalog: Catalog, policy: PolicySettings, timeout: float | None = None,
+        calls: Calls | None = None,
     ) -> SentinelResult:
         started = time.perf_counter()
         model = policy.sentinel_model_version
@@ -109,23 +116,29 @@ class LLMSentinel:
         routes = catalog.route_names()
         schema = decision_json_schema(routes, catalog.tools)
         limit = min(policy.sentinel_timeout_s, timeout) if timeout is not None else policy.sentinel_timeout_s
-        try:
-            structured = await asyncio.wait_for(
-                self.provider.structured(
-                    model=model,
-                    system=build_system_prompt(catalog, policy.sentinel_prompt_version),
-                    messages=sentinel_view(messages),
-                    schema=schema,
-                    schema_name=SCHEMA_NAME,
-                    max_tokens=policy.sentinel_max_tokens,
-                    timeout=limit,
-                ),
-                timeout=limit + 0.5,
+        if calls is None:  # stand-alone use (evaluation, shadow routing): a deadline of its own
+            calls = Calls(deadline=Deadline(limit))
+        budget = calls.deadline.sub(limit)
+        system = build_system_prompt(catalog, policy.sentinel_prompt_version)
+        view = sentinel_view(messages)
+
+        def call(call_timeout: float) -> Awaitable[StructuredResult]:
+            return self.provider.structured(
+                model=model, system=system, messages=view, schema=schema, schema_name=SCHEMA_NAME,
+                max_tokens=policy.sentinel_max_tokens, timeout=call_timeout,
             )
-        except TimeoutError:
-            result.failure = f"sentinel timeout after {limit:.1f}s"
+
+        try:
+            structured = await calls.call(
+                call, role="sentinel", provider=self.provider.name, model=model,
+                limit=min(limit, self.provider.config.timeout_s), price=catalog.prices.get(policy.sentinel_model),
+                budget=budget,
+            )
         except ProviderError as exc:
-            result.failure = f"sentinel provider error: {exc}"
+            if exc.kind in ("timeout", "deadline"):
+                result.failure = f"sentinel timeout after {limit:.1f}s"
+            else:
+                result.failure = f"sentinel provider error: {exc}"
         else:
             result.raw = structured.data
             result.usage = structured.usage

@@ -7,6 +7,7 @@ Structured output: a tool whose `input_schema` is the schema, forced with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -15,7 +16,6 @@ import anthropic
 from routing.engine.pricing import Usage
 
 from .base import (
-    RETRYABLE_STATUSES,
     ChatProvider,
     Completion,
     Message,
@@ -23,7 +23,8 @@ from .base import (
     ProviderError,
     StreamDelta,
     StructuredResult,
-    parse_retry_after,
+    sdk_error,
+    stream_broken,
 )
 
 _STOP = {"end_turn": "stop", "max_tokens": "length", "stop_sequence": "stop", "tool_use": "tool_calls"}
@@ -52,20 +53,7 @@ class AnthropicProvider(ChatProvider):
         )
 
     def _error(self, exc: Exception) -> ProviderError:
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderError("anthropic: timeout", provider=self.name, retryable=True, kind="timeout")
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            return ProviderError(
-                f"anthropic: HTTP {status}",
-                provider=self.name,
-                status=status,
-                retryable=status in RETRYABLE_STATUSES,
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderError("anthropic: connection failed", provider=self.name, retryable=True, kind="connection")
-        return ProviderError(f"anthropic: {type(exc).__name__}", provider=self.name, kind="malformed")
+        return sdk_error(exc, provider=self.name, sdk=anthropic)
 
     @staticmethod
     def _system(system: str | None) -> Any:
@@ -114,6 +102,7 @@ class AnthropicProvider(ChatProvider):
                 if event.type == "message_start":
                     input_usage = event.message.usage
                     version = event.message.model
+                    yield StreamDelta(usage=dataclasses.replace(usage_from_anthropic(input_usage), output_tokens=0))
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     yield StreamDelta(text=event.delta.text)
                 elif event.type == "message_delta":
@@ -122,8 +111,7 @@ class AnthropicProvider(ChatProvider):
         except anthropic.AnthropicError as exc:
             raise self._error(exc) from exc
         except Exception as exc:  # noqa: BLE001 - the transport's own errors surface mid-stream
-            raise ProviderError(f"{self.name}: stream broken ({type(exc).__name__})", provider=self.name,
-                                retryable=True, kind="connection") from exc
+            raise stream_broken(self.name, exc) from exc
         base = usage_from_anthropic(input_usage) if input_usage is not None else Usage()
         usage = Usage(base.input_tokens, output_tokens, base.cached_tokens, base.cache_write_tokens)
         yield StreamDelta(final=Completion(text="", usage=usage, model_version=version, finish_reason=finish))

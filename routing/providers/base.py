@@ -53,6 +53,9 @@ class StreamDelta:
     text: str = ""
     final: Completion | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Prompt usage as soon as the provider reports it (before the end), so that a stream cut
+    # midway is still costed with the provider's own prompt count.
+    usage: Usage | None = None
 
 
 class ProviderError(Exception):
@@ -76,19 +79,56 @@ class ProviderError(Exception):
         self.kind = kind  # error, timeout, connection, malformed
 
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Retried by the gateway's one retry layer (routing/engine/resilience.py): rate limits, server
+# errors (529 is Anthropic's "overloaded") and 408 (a timeout). No other 4xx is ever retried:
+# the same request would fail the same way (409 included: our calls are not idempotent writes).
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 
 
 def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from a `retry-after` header (delta-seconds form; an HTTP date is ignored)."""
     if headers is None:
         return None
     value = headers.get("retry-after") if hasattr(headers, "get") else None
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except (TypeError, ValueError):
         return None
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is not a delay
+
+
+def status_error(provider: str, status: int, headers: Any = None) -> ProviderError:
+    """The ProviderError for an HTTP error status: retryable per RETRYABLE_STATUSES; 408 is a timeout."""
+    return ProviderError(
+        f"{provider}: HTTP {status}",
+        provider=provider,
+        status=status,
+        retryable=status in RETRYABLE_STATUSES,
+        retry_after=parse_retry_after(headers),
+        kind="timeout" if status == 408 else "error",
+    )
+
+
+def sdk_error(exc: Exception, *, provider: str, sdk: Any) -> ProviderError:
+    """Map an `anthropic` or `openai` SDK exception (they share class names) to a ProviderError.
+
+    `APITimeoutError` subclasses `APIConnectionError` in both SDKs, so it is checked first.
+    """
+    if isinstance(exc, sdk.APITimeoutError):
+        return ProviderError(f"{provider}: timeout", provider=provider, retryable=True, kind="timeout")
+    if isinstance(exc, sdk.APIStatusError):
+        return status_error(provider, exc.status_code, exc.response.headers)
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderError(f"{provider}: connection failed", provider=provider, retryable=True, kind="connection")
+    return ProviderError(f"{provider}: {type(exc).__name__}", provider=provider, kind="malformed")
+
+
+def stream_broken(provider: str, exc: Exception) -> ProviderError:
+    """A transport error that surfaced mid-stream (the SDKs let some escape unwrapped)."""
+    return ProviderError(f"{provider}: stream broken ({type(exc).__name__})", provider=provider,
+                         retryable=True, kind="connection")
 
 
 class ChatProvider(abc.ABC):

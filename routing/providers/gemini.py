@@ -16,7 +16,6 @@ from google.genai import types
 from routing.engine.pricing import Usage
 
 from .base import (
-    RETRYABLE_STATUSES,
     ChatProvider,
     Completion,
     Message,
@@ -24,6 +23,7 @@ from .base import (
     ProviderError,
     StreamDelta,
     StructuredResult,
+    status_error,
 )
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
@@ -62,22 +62,7 @@ class GeminiProvider(ChatProvider):
 
     def _error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, genai_errors.APIError):
-            status = exc.code
-            retry_after = None
-            response = getattr(exc, "response", None)
-            headers = getattr(response, "headers", None)
-            if headers is not None and headers.get("retry-after"):
-                try:
-                    retry_after = float(headers.get("retry-after"))
-                except ValueError:
-                    retry_after = None
-            return ProviderError(
-                f"gemini: HTTP {status}",
-                provider=self.name,
-                status=status,
-                retryable=status in RETRYABLE_STATUSES,
-                retry_after=retry_after,
-            )
+            return status_error(self.name, exc.code, getattr(getattr(exc, "response", None), "headers", None))
         text = type(exc).__name__
         if "Timeout" in text:
             return ProviderError("gemini: timeout", provider=self.name, retryable=True, kind="timeout")
@@ -124,7 +109,10 @@ class GeminiProvider(ChatProvider):
             )
             async for chunk in chunks:
                 if chunk.usage_metadata is not None:
+                    first = usage.input_tokens == 0
                     usage = usage_from_gemini(chunk.usage_metadata)
+                    if first and usage.input_tokens:
+                        yield StreamDelta(usage=Usage(usage.input_tokens, 0, usage.cached_tokens))
                 version = chunk.model_version or version
                 if chunk.text:
                     yield StreamDelta(text=chunk.text)

@@ -14,7 +14,6 @@ import openai
 from routing.engine.pricing import Usage
 
 from .base import (
-    RETRYABLE_STATUSES,
     ChatProvider,
     Completion,
     Message,
@@ -22,7 +21,8 @@ from .base import (
     ProviderError,
     StreamDelta,
     StructuredResult,
-    parse_retry_after,
+    sdk_error,
+    stream_broken,
 )
 
 # Keywords strict mode may refuse; the policy validates ranges itself anyway.
@@ -56,20 +56,7 @@ class OpenAIProvider(ChatProvider):
         )
 
     def _error(self, exc: Exception) -> ProviderError:
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderError(f"{self.name}: timeout", provider=self.name, retryable=True, kind="timeout")
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            return ProviderError(
-                f"{self.name}: HTTP {status}",
-                provider=self.name,
-                status=status,
-                retryable=status in RETRYABLE_STATUSES,
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(f"{self.name}: connection failed", provider=self.name, retryable=True, kind="connection")
-        return ProviderError(f"{self.name}: {type(exc).__name__}", provider=self.name, kind="malformed")
+        return sdk_error(exc, provider=self.name, sdk=openai)
 
     @staticmethod
     def _messages(system: str | None, messages: Sequence[Message]) -> list[dict[str, str]]:
@@ -120,8 +107,7 @@ class OpenAIProvider(ChatProvider):
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         except Exception as exc:  # noqa: BLE001 - the transport's own errors surface mid-stream
-            raise ProviderError(f"{self.name}: stream broken ({type(exc).__name__})", provider=self.name,
-                                retryable=True, kind="connection") from exc
+            raise stream_broken(self.name, exc) from exc
         yield StreamDelta(final=Completion(text="", usage=usage, model_version=version, finish_reason=finish))
 
     async def structured(self, *, model, system, messages, schema, schema_name, max_tokens, timeout) -> StructuredResult:

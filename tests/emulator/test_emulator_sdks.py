@@ -405,19 +405,26 @@ async def test_cut_streams_raise_in_the_sdks(
     claude: anthropic.AsyncAnthropic, gpt: openai.AsyncOpenAI, emulator: EmulatorServer
 ) -> None:
     emulator.set_faults({"fault": "cut", "times": 2})
+    gpt_text, claude_text = "", ""
     with pytest.raises(openai.APIConnectionError):
         stream = await gpt.chat.completions.create(
             model="gpt-5", messages=[{"role": "user", "content": "hi"}], stream=True
         )
-        async for _ in stream:
-            pass
+        async for chunk in stream:
+            gpt_text += "".join(c.delta.content or "" for c in chunk.choices)
     # The anthropic SDK lets the transport's protocol error escape from a raw stream.
     with pytest.raises(Exception, match="incomplete chunked read"):
         async with claude.messages.stream(
             model=HAIKU, max_tokens=100, messages=[{"role": "user", "content": "hi"}]
         ) as stream:
-            await stream.get_final_message()
-    assert emulator.stats()["billed"] == {}
+            async for text in stream.text_stream:
+                claude_text += text
+    # Some text reached each client before the cut, and that is what was billed, with the prompt.
+    assert gpt_text and claude_text
+    billed = emulator.stats()["billed"]
+    assert billed["gpt-5"]["output_tokens"] == count_tokens(gpt_text)
+    assert billed[HAIKU]["output_tokens"] == count_tokens(claude_text)
+    assert billed["gpt-5"]["input_tokens"] == count_tokens("hi") and billed[HAIKU]["requests"] == 1
 
 
 async def test_hang_is_cut_by_client_timeout_while_others_are_served(emulator: EmulatorServer) -> None:

@@ -68,9 +68,19 @@ async def test_malformed_sentinel_output_is_an_invalid_decision_with_the_reason(
 
 @pytest.mark.parametrize("name", PROVIDERS)
 async def test_a_provider_error_is_recorded_as_the_failure(name, emu):
-    emu.set_faults({"fault": "500", "provider": name})
+    emu.set_faults({"fault": "500", "provider": name, "times": -1})
     result = await LLMSentinel(provider(name, emu)).decide(user("hi"), catalog=CATALOG, policy=policy(name))
     assert result.decision is None and "HTTP 500" in result.failure
+    assert emu.stats()["by_kind"]["sentinel"] == 3, "the default retry policy makes three attempts"
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+async def test_a_single_server_error_is_retried_and_the_sentinel_decides(name, emu):
+    emu.set_faults({"fault": "503", "provider": name})
+    result = await LLMSentinel(provider(name, emu)).decide(user("What is the capital of Japan?"),
+                                                           catalog=CATALOG, policy=policy(name))
+    assert result.failure is None and result.decision.route == "simple_qa"
+    assert emu.stats()["by_kind"]["sentinel"] == 2
 
 
 async def test_a_hanging_sentinel_times_out_within_the_policy_limit(emu):

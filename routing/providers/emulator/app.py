@@ -13,9 +13,11 @@ Every completion goes through the same steps (`EmulatorApp._serve`):
   2. sleep the configured latency (before the first byte, streams included);
   3. status faults answer a provider-shaped error; "hang" waits for the client to leave;
   4. the brain produces the completion ("malformed" corrupts it), usage is metered
-     against the cache memory and billed (not for errors, hangs or cuts);
-  5. the JSON body or SSE frames are sent ("cut" stops midway without a terminator,
-     which uvicorn turns into a closed connection; `stream_chunk_delay_ms` spaces frames).
+     against the cache memory and billed (not for errors, hangs or cut plain bodies; a cut
+     stream is billed its whole prompt plus the output tokens it delivered);
+  5. the JSON body or SSE frames are sent ("cut" stops midway without a terminator, after
+     up to two frames of text, which uvicorn turns into a closed connection;
+     `stream_chunk_delay_ms` spaces frames).
 Auth headers and `key` query params are accepted whatever their value, or absent.
 """
 
@@ -248,14 +250,10 @@ class EmulatorApp:
         out = self._generate(req, rule, fired_before)
         usage = self._meter(req, out)
         cut = rule is not None and rule.fault == "cut"
+        # A cut plain response delivered nothing usable and is not billed; a cut stream is
+        # billed like a real one: the whole prompt plus the output tokens actually delivered.
         if not cut:
-            self.state.bill(
-                req.model,
-                input_tokens=usage.input_tokens,
-                cache_read=usage.cache_read_tokens,
-                cache_write=usage.cache_write_tokens,
-                output_tokens=usage.output_tokens,
-            )
+            self._bill(req.model, usage, usage.output_tokens)
         meta = ReplyMeta(
             response_id=request_id,
             model_version=config.model_versions.get(req.model, req.model),
@@ -265,7 +263,13 @@ class EmulatorApp:
             frames = fmt.stream_frames(req, out, usage, meta)
             if out.broken_envelope:
                 frames[min(1, len(frames) - 1)] = fmt.broken_frame()
-            await self._send_stream(send, frames, id_headers, cut=cut, delay=config.stream_chunk_delay_ms / 1000.0)
+            limit = len(frames)
+            if cut:
+                limit = cut_point(fmt, frames)
+                delivered = "".join(fmt.frame_text(frame) for frame in frames[:limit])
+                self._bill(req.model, usage, count_tokens(delivered))
+            await self._send_stream(send, frames[:limit], id_headers, cut=cut,
+                                    delay=config.stream_chunk_delay_ms / 1000.0)
             return
         body = json.dumps(fmt.render(req, out, usage, meta)).encode()
         if out.broken_envelope:
@@ -282,6 +286,15 @@ class EmulatorApp:
             await send({"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True})
             return
         await send({"type": "http.response.body", "body": body})
+
+    def _bill(self, model: str, usage: Usage, output_tokens: int) -> None:
+        self.state.bill(
+            model,
+            input_tokens=usage.input_tokens,
+            cache_read=usage.cache_read_tokens,
+            cache_write=usage.cache_write_tokens,
+            output_tokens=output_tokens,
+        )
 
     def _generate(self, req: EmulatedRequest, rule: FaultRule | None, fired_before: int) -> Completion:
         malformed = rule is not None and rule.fault == "malformed"
@@ -334,15 +347,22 @@ class EmulatorApp:
                 ],
             }
         )
-        # A cut stream still delivers a few frames so clients see a stream that dies midway.
-        limit = max(1, min(3, len(frames) - 2)) if cut else len(frames)
-        for i, frame in enumerate(frames[:limit]):
+        for i, frame in enumerate(frames):
             if i and delay:
                 await asyncio.sleep(delay)
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         if cut:
             return  # no terminator: uvicorn closes the connection mid-stream
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def cut_point(fmt: WireFormat, frames: list[bytes]) -> int:
+    """How many frames a cut stream sends: up to two frames of generated text, never the end.
+
+    Clients then see a stream that dies midway, after some text reached them.
+    """
+    first_text = next((i for i, frame in enumerate(frames) if fmt.frame_text(frame)), len(frames))
+    return max(1, min(first_text + 2, len(frames) - 2))
 
 
 def create_app(state: EmulatorState | None = None) -> EmulatorApp:

@@ -212,6 +212,12 @@ class AnthropicMessages(WireFormat):
         frames.append(sse({"type": "message_stop"}, "message_stop"))
         return frames
 
+    def delta_text(self, payload: Mapping[str, Any]) -> str:
+        delta = payload.get("delta") if payload.get("type") == "content_block_delta" else None
+        if not isinstance(delta, Mapping):
+            return ""
+        return str(delta.get("text") or delta.get("partial_json") or "")
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}

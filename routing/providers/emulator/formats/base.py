@@ -178,3 +178,18 @@ class WireFormat(ABC):
     def broken_frame(self) -> bytes:
         """An SSE frame whose data is not JSON (for "malformed" faults on streams)."""
         return b'data: {"broken": \n\n'
+
+    def delta_text(self, payload: Mapping[str, Any]) -> str:
+        """The generated text one decoded SSE frame carries ('' for envelope frames)."""
+        return ""
+
+    def frame_text(self, frame: bytes) -> str:
+        """The generated text an SSE frame delivers, for billing a stream cut midway."""
+        for line in frame.decode(errors="replace").splitlines():
+            if line.startswith("data: "):
+                try:
+                    payload = json.loads(line[6:])
+                except ValueError:
+                    return ""
+                return self.delta_text(payload) if isinstance(payload, Mapping) else ""
+        return ""

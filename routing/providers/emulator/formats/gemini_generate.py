@@ -134,5 +134,12 @@ class GeminiGenerate(WireFormat):
         # Gemini has no terminator frame: the stream simply ends after the finishReason chunk.
         return frames
 
+    def delta_text(self, payload: Mapping[str, Any]) -> str:
+        texts = []
+        for candidate in payload.get("candidates") or ():
+            parts = ((candidate or {}).get("content") or {}).get("parts") or ()
+            texts.extend(str(part.get("text") or "") for part in parts if isinstance(part, Mapping))
+        return "".join(texts)
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         return {"error": {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}}

@@ -171,6 +171,12 @@ class OpenAIChat(WireFormat):
         frames.append(sse("[DONE]"))
         return frames
 
+    def delta_text(self, payload: Mapping[str, Any]) -> str:
+        return "".join(
+            str((choice.get("delta") or {}).get("content") or "")
+            for choice in payload.get("choices") or () if isinstance(choice, Mapping)
+        )
+
     def error_body(self, status: int, message: str) -> dict[str, Any]:
         kind, code = _ERROR_TYPES.get(status, ("server_error", None))
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}

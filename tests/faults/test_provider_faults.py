@@ -1,0 +1,285 @@
+"""Provider faults end to end: the live gateway, official SDKs (or raw HTTP), the emulator injecting
+faults, and a ledger check that the decision rows cost exactly what the emulator billed.
+
+Judge sampling is off in these tests (its judge calls are billed but belong to no request row).
+Backoff is shortened through settings so that retries do not slow the suite; the breaker's
+thresholds are set per test the same way (`runtime.invalidate()` applies them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from decimal import Decimal
+
+import anthropic
+import httpx2
+import openai
+import pytest
+
+from routing.metrics import REGISTRY
+from routing.models import Decision, PolicyVersion
+from tests.conftest import flush_log
+from tests.faults.ledger import assert_ledger
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HAIKU = "claude-haiku-4-5-20251001"  # simple_qa's executor, and the sentinel
+FALLBACK = "gpt-5.1"  # the fallback route's executor
+CAPITALS = ["Peru", "Chile", "Kenya", "Norway", "Japan", "Canada", "Egypt", "Ghana", "Nepal", "Chad"]
+
+
+@pytest.fixture
+def gw(live_gateway, runtime, settings):
+    """The live gateway with judge sampling off and millisecond backoff."""
+    from audits.sampling import get_sampler
+
+    PolicyVersion.objects.update(judge_sample_rate=0)
+    get_sampler().invalidate()
+    settings.GATEWAY_RETRY_BASE_MS = 5
+    settings.GATEWAY_RETRY_MAX_BACKOFF_MS = 20
+    runtime.invalidate()
+    return live_gateway
+
+
+def deadline_ms(runtime, ms: int) -> None:
+    PolicyVersion.objects.update(request_deadline_ms=ms)
+    runtime.invalidate()
+
+
+def sdk(gw, api_key: str) -> openai.OpenAI:
+    # The SDK's own retries are off: what is measured is the gateway's behaviour.
+    return openai.OpenAI(api_key=api_key, base_url=gw.url + "/v1", max_retries=0, timeout=60)
+
+
+def ask(client: openai.OpenAI, text: str, model: str = "auto"):
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
+    return raw.headers, raw.parse()
+
+
+def row(request_id: str) -> Decision:
+    flush_log()
+    return Decision.objects.get(request_id=request_id)
+
+
+def circuit(provider: str, model: str) -> float | None:
+    return REGISTRY.get_sample_value("gateway_circuit_state", {"provider": provider, "model": model})
+
+
+def test_a_provider_failing_with_503_for_a_while_is_served_by_the_fallback(gw, api_key, emu, runtime):
+    # Anthropic answers 503 to everything: the sentinel (haiku) and the executors (haiku, opus).
+    emu.set_faults({"fault": "503", "provider": "anthropic", "times": -1})
+    client = sdk(gw, api_key)
+    stats_before = emu.stats()
+    ids, answered_by = [], []
+    for i in range(40):
+        headers, completion = ask(client, f"What is the capital of {CAPITALS[i % 10]}? (question {i})")
+        ids.append(headers["x-request-id"])
+        answered_by.append(completion.model)
+    assert answered_by.count(FALLBACK) / len(answered_by) >= 0.99
+    # Each model's circuit opened after GATEWAY_BREAKER_FAILURES (5) consecutive failed calls; without
+    # the breakers, 40 requests x (3 sentinel + 3 executor attempts) would have hit Anthropic 240 times.
+    assert emu.stats()["faults_fired"]["503"] == 2 * 5
+    assert circuit("anthropic", HAIKU) == 2 and circuit("anthropic", "claude-opus-4-7") == 2
+    last = row(ids[-1])
+    assert [(a["role"], a["outcome"]) for a in last.attempt_log] == [
+        ("sentinel", "circuit_open"), ("executor", "circuit_open"), ("executor", "ok")]
+    assert last.attempts == 1 and last.executor_model == FALLBACK and last.escalated
+    assert_ledger(ids, stats_before, emu.stats())
+
+
+def test_retries_of_a_flaky_provider_are_counted_and_costed_on_the_row(gw, api_key, emu):
+    emu.set_faults({"fault": "503", "kind": "executor", "model": HAIKU, "times": 2})
+    stats_before = emu.stats()
+    retries = {"role": "executor", "provider": "anthropic"}
+    retries_before = REGISTRY.get_sample_value("gateway_retries_total", retries) or 0
+    headers, completion = ask(sdk(gw, api_key), "What is the capital of Peru?")
+    assert completion.model == HAIKU, "the third attempt on the same model answered"
+    r = row(headers["x-request-id"])
+    executor_calls = [a for a in r.attempt_log if a["role"] == "executor"]
+    assert [(a["outcome"], a["status"]) for a in executor_calls] == [("error", 503), ("error", 503), ("ok", None)]
+    assert r.attempts == 3 and r.retries == 2
+    assert [Decimal(a["cost"]) for a in executor_calls[:2]] == [0, 0], "failed calls bill nothing"
+    assert r.executor_cost == Decimal(executor_calls[2]["cost"]) > 0
+    assert r.cost == sum(Decimal(a["cost"]) for a in r.attempt_log) == r.sentinel_cost + r.executor_cost
+    assert executor_calls[2]["input_tokens"] == r.executor_input_tokens
+    assert REGISTRY.get_sample_value("gateway_retries_total", retries) - retries_before == 2
+    assert_ledger([headers["x-request-id"]], stats_before, emu.stats())
+
+
+def test_a_stream_whose_executors_all_fail_before_any_text_gets_an_http_error_not_a_200(gw, api_key, emu):
+    emu.set_faults({"fault": "500", "kind": "executor", "times": -1})
+    client = sdk(gw, api_key)
+    with pytest.raises(openai.InternalServerError) as caught:
+        for _ in client.chat.completions.create(
+                model="auto", stream=True, messages=[{"role": "user", "content": "What is the capital of Peru?"}]):
+            pass
+    assert caught.value.status_code == 502 and caught.value.code == "upstream_error"
+    r = row(caught.value.response.headers["x-request-id"])
+    assert r.status == "error" and r.stream and "HTTP 500" in r.error
+    assert [a["outcome"] for a in r.attempt_log if a["role"] == "executor"] == ["error"] * 6  # 3 + 3 (fallback)
+
+
+def test_a_429_whose_retry_after_outlasts_the_deadline_fails_within_the_deadline(gw, api_key, emu, runtime):
+    deadline_ms(runtime, 2000)
+    emu.set_faults({"fault": "429", "kind": "executor", "retry_after": 30, "times": -1})
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask(sdk(gw, api_key), "What is the capital of Chile?")
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, "the retry-after was not waited for"
+    assert caught.value.status_code == 503
+    assert caught.value.response.headers["retry-after"] == "30"
+    assert caught.value.code == "upstream_rate_limited"
+    r = row(caught.value.response.headers["x-request-id"])
+    assert r.status == "error" and r.cost == r.sentinel_cost
+    assert [(a["model"], a["status"]) for a in r.attempt_log if a["role"] == "executor"] == [
+        (HAIKU, 429), (FALLBACK, 429)]
+
+
+def test_a_hanging_provider_is_cut_at_the_deadline_and_does_not_slow_other_providers(gw, api_key, emu, runtime):
+    deadline_ms(runtime, 1500)
+    emu.set_faults({"fault": "hang", "kind": "executor", "provider": "anthropic", "times": -1})
+    client = sdk(gw, api_key)
+    outcome: dict[str, object] = {}
+
+    def hanging() -> None:
+        started = time.monotonic()
+        try:
+            ask(client, "What is the capital of Kenya?")
+        except openai.APIStatusError as exc:
+            outcome["error"] = exc
+        outcome["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=hanging)
+    thread.start()
+    while emu.stats()["in_flight"] == 0 and thread.is_alive():  # the hanging call has reached the provider
+        time.sleep(0.01)
+    # Meanwhile another provider answers at once (an explicit model: openai, no sentinel).
+    headers, completion = ask(client, "What is the capital of Norway?", model="gpt-5.4-nano")
+    assert completion.choices[0].message.content
+    assert thread.is_alive(), "the other provider answered while the hanging request was still waiting"
+    thread.join(30)
+    assert outcome["elapsed"] < 1.5 + 1.0, "bounded by the 1.5 s deadline (plus generous slack)"
+    error = outcome["error"]
+    assert error.status_code == 504 and error.code == "deadline_exceeded"
+    r = row(error.response.headers["x-request-id"])
+    assert r.status == "error" and r.total_ms < 2500
+    assert [a["outcome"] for a in r.attempt_log if a["role"] == "executor"] == ["timeout"]
+
+
+def test_malformed_sentinel_output_never_takes_the_cheap_route(gw, api_key, emu):
+    emu.set_faults({"fault": "malformed", "kind": "sentinel", "times": -1})
+    client = sdk(gw, api_key)
+    stats_before = emu.stats()
+    ids, cheap = [], 0
+    for i in range(20):
+        headers, _ = ask(client, f"What is the capital of {CAPITALS[i % 10]}? ({i})")
+        ids.append(headers["x-request-id"])
+        cheap += headers["x-route"] == "simple_qa"
+    assert cheap == 0
+    flush_log()
+    assert set(Decision.objects.filter(request_id__in=ids).values_list("route", flat=True)) == {"complex_reasoning"}
+    # The malformed answers were billed, and so are the rows.
+    assert_ledger(ids, stats_before, emu.stats())
+
+
+def test_a_stream_cut_midway_ends_with_an_error_event_and_a_partial_row_that_matches_the_bill(gw, api_key, emu):
+    emu.set_faults({"fault": "cut", "kind": "executor", "model": HAIKU})
+    client = sdk(gw, api_key)
+    stats_before = emu.stats()
+    got = ""
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", stream=True, messages=[{"role": "user", "content": "What is the capital of Ghana?"}])
+    with pytest.raises(openai.APIError, match="upstream provider failed"):
+        for chunk in raw.parse():
+            got += "".join(c.delta.content or "" for c in chunk.choices)
+    assert got, "text reached the client before the cut"
+    r = row(raw.headers["x-request-id"])
+    assert r.status == "partial" and r.executor_model == "claude-haiku-4-5"
+    assert r.executor_output_tokens == (len(got) + 3) // 4 and r.executor_input_tokens > 0
+    assert [a["outcome"] for a in r.attempt_log if a["role"] == "executor"] == ["partial"]
+    assert_ledger([raw.headers["x-request-id"]], stats_before, emu.stats())
+
+
+def test_a_client_that_disconnects_mid_stream_still_gets_its_row_with_the_tokens_consumed(gw, api_key, emu):
+    emu.configure(stream_chunk_delay_ms=100)
+
+    async def read_two_chunks_and_leave() -> str:
+        async with httpx2.AsyncClient(base_url=gw.url, timeout=30) as http:
+            body = {"model": "gpt-5.1", "stream": True,
+                    "messages": [{"role": "user", "content": "Explain the CAP theorem in detail with examples."}]}
+            async with http.stream("POST", "/v1/chat/completions", json=body,
+                                   headers={"Authorization": f"Bearer {api_key}"}) as response:
+                seen = 0
+                async for _ in response.aiter_lines():
+                    seen += 1
+                    if seen >= 6:
+                        return response.headers["x-request-id"]
+        raise AssertionError("the stream ended early")
+
+    request_id = asyncio.run(read_two_chunks_and_leave())
+    deadline = time.monotonic() + 15
+    while not Decision.objects.filter(request_id=request_id).exists():
+        assert time.monotonic() < deadline, "no row for the disconnected request"
+        flush_log()
+        time.sleep(0.05)
+    r = Decision.objects.get(request_id=request_id)
+    assert r.status == "partial" and r.error == "client disconnected"
+    assert r.executor_output_tokens > 0 and r.executor_input_tokens > 0 and r.cost > 0
+    assert [a["outcome"] for a in r.attempt_log] == ["cancelled"]
+
+
+def test_a_client_that_gives_up_before_the_answer_still_gets_its_row(gw, api_key, emu):
+    emu.configure(model_latency_ms={"claude-opus-4-7": 2000})
+    with pytest.raises(httpx2.TimeoutException):
+        httpx2.post(f"{gw.url}/api/v1/complete", json={"message": "Prove that sqrt(2) is irrational."},
+                    headers={"Authorization": f"Bearer {api_key}"}, timeout=0.5)
+    deadline = time.monotonic() + 15
+    while not Decision.objects.filter(endpoint="complete").exists():
+        assert time.monotonic() < deadline, "no row for the abandoned request"
+        flush_log()
+        time.sleep(0.05)
+    r = Decision.objects.get(endpoint="complete")
+    assert r.status == "error" and r.error == "client disconnected"
+    assert r.executor_input_tokens > 0, "the prompt sent counts as consumed"
+    assert r.attempt_log[-1]["outcome"] == "cancelled" and r.attempt_log[-1]["role"] == "executor"
+
+
+def test_the_circuit_opens_then_lets_one_probe_through_after_the_cool_down(gw, api_key, emu, runtime, settings):
+    settings.GATEWAY_BREAKER_FAILURES = 2
+    settings.GATEWAY_BREAKER_COOLDOWN_MS = 800
+    runtime.invalidate()
+    emu.set_faults({"fault": "503", "kind": "executor", "model": HAIKU, "times": -1})
+    client = sdk(gw, api_key)
+
+    first, completion = ask(client, "What is the capital of Nepal?")
+    assert completion.model == FALLBACK and circuit("anthropic", HAIKU) == 2
+    assert [a["outcome"] for a in row(first["x-request-id"]).attempt_log if a["role"] == "executor"] == [
+        "error", "error", "ok"]
+    second, completion = ask(client, "What is the capital of Nepal?")  # the same decision (cached)
+    assert completion.model == FALLBACK
+    assert [a["outcome"] for a in row(second["x-request-id"]).attempt_log if a["role"] == "executor"] == [
+        "circuit_open", "ok"]
+    assert emu.stats()["faults_fired"]["503"] == 2, "the open circuit kept haiku out of the second request"
+
+    emu.set_faults()  # the provider recovers
+    time.sleep(0.9)  # past the cool-down
+    third, completion = ask(client, "What is the capital of Nepal?")
+    assert completion.model == HAIKU, "the half-open probe went to haiku and succeeded"
+    assert circuit("anthropic", HAIKU) == 0
+    assert REGISTRY.get_sample_value("gateway_circuit_transitions_total",
+                                     {"provider": "anthropic", "model": HAIKU, "state": "half_open"}) >= 1
+
+
+def test_the_anthropic_dialect_gets_the_same_statuses_as_its_own_error_type(gw, api_key, emu, runtime):
+    deadline_ms(runtime, 1000)
+    emu.set_faults({"fault": "hang", "kind": "executor", "times": -1})
+    client = anthropic.Anthropic(api_key=api_key, base_url=gw.url, max_retries=0, timeout=30)
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(model="auto", max_tokens=256,
+                               messages=[{"role": "user", "content": "What is the capital of Peru?"}])
+    assert caught.value.status_code == 504
+    assert caught.value.body["error"]["type"] == "api_error"
+    assert "deadline" in caught.value.body["error"]["message"]
