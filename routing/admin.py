@@ -1,9 +1,11 @@
 """Admin: the catalog is editable (every change kept in `CatalogChange`), the decision log
-and histories are read-only, API keys are created (shown once) and revoked here."""
+and histories are read-only, API keys are created (shown once), limited and revoked here."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.forms.models import model_to_dict
 from django.http import HttpRequest
 
@@ -20,7 +22,13 @@ from .models import (
     Route,
     Tool,
 )
-from .services import api_key_create, api_key_revoke, bump_config_version
+from .services import (
+    api_key_create,
+    api_key_limits_validate,
+    api_key_revoke,
+    api_key_set_limits,
+    bump_config_version,
+)
 
 
 class CatalogHistoryAdmin(admin.ModelAdmin):
@@ -148,10 +156,41 @@ class ApplicationAdmin(admin.ModelAdmin):
     list_display = ("name", "created_at")
 
 
+LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "daily_budget", "monthly_budget")
+
+
+class ApiKeyForm(forms.ModelForm):
+    """The key's limits, validated by the service's rules (positive rates, budgets >= 0)."""
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "application", *LIMIT_FIELDS)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        try:
+            api_key_limits_validate(**{name: cleaned.get(name) for name in LIMIT_FIELDS})
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                if name in self.fields:
+                    self.add_error(name, errors)
+        return cleaned
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ("name", "application", "prefix", "created_at", "revoked_at")
-    fields = ("name", "application")
+    form = ApiKeyForm
+    list_display = ("name", "application", "prefix", "requests_per_minute", "tokens_per_minute", "daily_budget",
+                    "monthly_budget", "created_at", "revoked_at")
+    fieldsets = (
+        (None, {"fields": ("name", "application")}),
+        ("Limits", {
+            "fields": LIMIT_FIELDS,
+            "description": "Empty means no limit. Requests and tokens per minute are sliding 60-second windows "
+                           "(tokens: the executor's input and output); budgets are USD per UTC day and month. "
+                           "A change applies in every process within half a second.",
+        }),
+    )
     actions = ["revoke"]
 
     def get_readonly_fields(self, request, obj=None):
@@ -161,9 +200,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
+        limits = {name: form.cleaned_data.get(name) for name in LIMIT_FIELDS}
         if change:
+            api_key_set_limits(key=obj, **limits)
             return
-        key, raw = api_key_create(name=obj.name, application=obj.application)
+        key, raw = api_key_create(name=obj.name, application=obj.application, **limits)
         obj.pk = key.pk
         messages.warning(request, f"New API key (shown once, copy it now): {raw}")
 

@@ -6,16 +6,19 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from dashboard.services import rollups_apply, rollups_scores_apply
 from routing.engine.dispatch import DecisionRecord
 
+from .limits import MAX_BUDGET
 from .models import ApiKey, Application, Decision, Feedback, PolicyStatus, PolicyVersion
 
 KEY_PREFIX = "rgw"
@@ -41,16 +44,94 @@ def application_get_or_create(*, name: str) -> Application:
     return application
 
 
+@dataclass(frozen=True)
+class ApiKeyLimits:
+    """A key's abuse limits (None: unlimited); see routing/limits.py."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    daily_budget: Decimal | None = None
+    monthly_budget: Decimal | None = None
+
+
+def api_key_limits_validate(
+    *, requests_per_minute: Any = None, tokens_per_minute: Any = None, daily_budget: Any = None,
+    monthly_budget: Any = None,
+) -> ApiKeyLimits:
+    """Positive integers for the rates, Decimal >= 0 for the budgets (from strings, never floats).
+
+    Raises ValidationError with a message per field.
+    """
+    errors: dict[str, str] = {}
+    rates: dict[str, int | None] = {}
+    for name, value in (("requests_per_minute", requests_per_minute), ("tokens_per_minute", tokens_per_minute)):
+        if value is None or value == "":
+            rates[name] = None
+            continue
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2_147_483_647:
+            errors[name] = "must be a positive integer (or empty for no limit)"
+        else:
+            rates[name] = value
+    budgets: dict[str, Decimal | None] = {}
+    for name, value in (("daily_budget", daily_budget), ("monthly_budget", monthly_budget)):
+        if value is None or value == "":
+            budgets[name] = None
+            continue
+        if isinstance(value, (float, bool)):
+            errors[name] = "must be a decimal amount given as a string, not a float"
+            continue
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            errors[name] = "must be a decimal amount in USD, e.g. 25.00"
+            continue
+        if not amount.is_finite() or amount < 0:
+            errors[name] = "must be a decimal amount >= 0"
+        elif amount > MAX_BUDGET:
+            errors[name] = f"must be at most {MAX_BUDGET} USD (or empty for no budget)"
+        elif amount != amount.quantize(Decimal("0.0000000001")):
+            errors[name] = "has more than 10 decimal places"
+        else:
+            budgets[name] = amount
+    if errors:
+        raise ValidationError(errors)
+    return ApiKeyLimits(**rates, **budgets)
+
+
 @transaction.atomic
-def api_key_create(*, name: str, application: Application) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, name: str, application: Application, requests_per_minute: Any = None, tokens_per_minute: Any = None,
+    daily_budget: Any = None, monthly_budget: Any = None,
+) -> tuple[ApiKey, str]:
     """Create a key; return the row and the raw key, which is never stored or shown again."""
+    limits = api_key_limits_validate(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+                                     daily_budget=daily_budget, monthly_budget=monthly_budget)
     prefix = secrets.token_hex(4)
     raw = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(application=application, name=name, prefix=prefix, key_hash=hash_api_key(raw))
+    key = ApiKey.objects.create(application=application, name=name, prefix=prefix, key_hash=hash_api_key(raw),
+                                **asdict(limits))
     return key, raw
 
 
+@transaction.atomic
+def api_key_set_limits(
+    *, key: ApiKey, requests_per_minute: Any = None, tokens_per_minute: Any = None, daily_budget: Any = None,
+    monthly_budget: Any = None,
+) -> ApiKey:
+    """Replace a key's limits; every process picks them up with the key cache (<= 0.5 s)."""
+    limits = api_key_limits_validate(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+                                     daily_budget=daily_budget, monthly_budget=monthly_budget)
+    ApiKey.objects.filter(pk=key.pk).update(**asdict(limits))
+    key.refresh_from_db()
+    transaction.on_commit(bump_config_version)
+    return key
+
+
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke a key. Every process refuses it within `GATEWAY_API_KEY_CACHE_MS` (its key cache);
+    the config-version bump also clears the caches of processes that check it sooner."""
     if key.revoked_at is None:
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         key.refresh_from_db()

@@ -1,21 +1,34 @@
 """POST /v1/messages — the Anthropic Messages API, plain and streamed, so the official
-`anthropic` SDK (and tools built on it) can point at the gateway and be routed."""
+`anthropic` SDK (and tools built on it) can point at the gateway and be routed.
+
+`tool_use` and `tool_result` blocks in the history are flattened to text for the executor,
+at most `GATEWAY_MAX_TOOL_ROUNDS` rounds; `x-task-id` (or `metadata.task_id`) names the task
+whose token budget the request counts against."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from routing.engine.dispatch import Executed, Routed
 from routing.providers.base import Completion
 from routing.runtime import KeyInfo, get_runtime
 
-from .common import anthropic_error, gateway_endpoint, gateway_request, record, routing_headers
-from .inputs import _text_of, parse_max_tokens, parse_messages
-from .openai_compat import resolve_model
+from .common import (
+    admission,
+    anthropic_error,
+    execute,
+    explicit_model,
+    gateway_endpoint,
+    gateway_request,
+    route_admitted,
+    routing_headers,
+    stream_response,
+)
+from .inputs import _text_of, parse_max_tokens, parse_messages, parse_task_id
 from .parsing import BadRequest, parse_json_body
-from .streaming import sse
+from .streaming import sse, upstream_failure
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
@@ -74,13 +87,8 @@ def _system_text(raw: Any) -> str | None:
 
 @gateway_endpoint(anthropic_error)
 async def messages_api(request: HttpRequest, key: KeyInfo) -> HttpResponse:
-    from .streaming import drive_stream
-
     data = parse_json_body(request)
-    runtime = get_runtime()
-    catalog, _ = await runtime.ensure_config()
-    versions = {spec.model_version: spec.model for spec in catalog.routes.values() if spec.provider != "guardrail"}
-    explicit = resolve_model(data.get("model"), catalog.models, versions)
+    explicit = await explicit_model(data.get("model"))
     max_tokens = parse_max_tokens(data.get("max_tokens"), "max_tokens", required=True)
     raw_messages = data.get("messages")
     if isinstance(raw_messages, list):
@@ -88,32 +96,29 @@ async def messages_api(request: HttpRequest, key: KeyInfo) -> HttpResponse:
             if isinstance(m, dict) and m.get("role") not in ("user", "assistant"):
                 raise BadRequest("role must be 'user' or 'assistant' (put instructions in 'system')",
                                  field=f"messages[{i}].role")
-    system_in_messages, messages = parse_messages(raw_messages)
+    system_in_messages, messages, tool_rounds = parse_messages(raw_messages)
     system = _system_text(data.get("system")) or system_in_messages
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("stream must be a boolean", field="stream")
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest("metadata must be an object", field="metadata")
+    task_id = parse_task_id(request.headers.get("x-task-id"), metadata)
 
-    gateway = await runtime.gateway()
+    gateway = await get_runtime().gateway()
     greq = gateway_request(key, "messages", system=system, messages=messages, explicit_model=explicit,
                            max_tokens=max_tokens, stream=stream)
-    routed = await gateway.route(greq)
-    headers = routing_headers(routed)
-    if stream:
-        response = StreamingHttpResponse(
-            drive_stream(gateway, routed, greq, MessageEventEncoder(routed)),
-            content_type="text/event-stream", headers=headers,
-        )
-        response["Cache-Control"] = "no-cache"
-        return response
-    executed = await gateway.execute(routed, greq)
-    record(gateway, routed, executed, greq)
+    async with admission(key, tool_rounds=tool_rounds, task_id=task_id) as admitted:
+        routed = await route_admitted(gateway, greq, admitted)
+        headers = routing_headers(routed)
+        if stream:
+            return await stream_response(gateway, routed, greq, MessageEventEncoder(routed), admitted, headers,
+                                         anthropic_error)
+        executed, _ = await execute(gateway, routed, greq, admitted)
     completion = executed.completion
     if completion is None:
-        response = anthropic_error(502, "upstream_error", f"the executor failed: {executed.error}")
-        for name, value in headers.items():
-            response[name] = value
-        return response
+        return upstream_failure(anthropic_error, executed, headers)
     return JsonResponse(
         {
             "id": f"msg_{routed.request_id.hex}", "type": "message", "role": "assistant",

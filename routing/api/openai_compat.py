@@ -2,7 +2,10 @@
 
 `model: "auto"` routes; a catalog model name (or a pinned version id) bypasses
 routing. Unknown request fields that the OpenAI API defines are accepted and
-ignored; the ones we use are validated.
+ignored; the ones we use are validated. Tool-call history (assistant `tool_calls`,
+`tool` messages) is flattened to text for the executor, at most
+`GATEWAY_MAX_TOOL_ROUNDS` rounds of it; `x-task-id` (or `metadata.task_id`) names the
+task whose token budget the request counts against.
 """
 
 from __future__ import annotations
@@ -10,32 +13,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from routing.engine.dispatch import Executed, Routed
 from routing.providers.base import Completion
 from routing.runtime import KeyInfo, get_runtime
 
-from .common import gateway_endpoint, gateway_request, openai_error, record, routing_headers
-from .inputs import parse_max_tokens, parse_messages
+from .common import (
+    admission,
+    execute,
+    explicit_model,
+    gateway_endpoint,
+    gateway_request,
+    openai_error,
+    route_admitted,
+    routing_headers,
+    stream_response,
+)
+from .inputs import parse_max_tokens, parse_messages, parse_task_id
 from .parsing import BadRequest, parse_json_body
-from .streaming import drive_stream, sse
-
-AUTO_MODELS = {"auto", "router", "gateway-auto"}
-
-
-def resolve_model(raw: Any, catalog_models: dict[str, str], versions: dict[str, str]) -> str | None:
-    """None for routed requests; the catalog model name for an explicit one."""
-    if not isinstance(raw, str) or not raw:
-        raise BadRequest("model is required (use \"auto\" to route)", field="model")
-    if raw in AUTO_MODELS:
-        return None
-    if raw in catalog_models:
-        return raw
-    if raw in versions:
-        return versions[raw]
-    raise BadRequest(f"model {raw!r} is not in the catalog; use \"auto\" to route", field="model",
-                     status=404, code="model_not_found")
+from .streaming import sse, upstream_failure
 
 
 def _usage(executed: Executed, completion: Completion | None) -> dict[str, Any]:
@@ -84,11 +81,8 @@ class ChatChunkEncoder:
 @gateway_endpoint(openai_error)
 async def chat_completions_api(request: HttpRequest, key: KeyInfo) -> HttpResponse:
     data = parse_json_body(request)
-    runtime = get_runtime()
-    catalog, _ = await runtime.ensure_config()
-    versions = {spec.model_version: spec.model for spec in catalog.routes.values() if spec.provider != "guardrail"}
-    explicit = resolve_model(data.get("model"), catalog.models, versions)
-    system, messages = parse_messages(data.get("messages"))
+    explicit = await explicit_model(data.get("model"))
+    system, messages, tool_rounds = parse_messages(data.get("messages"))
     max_tokens = parse_max_tokens(data.get("max_completion_tokens"), "max_completion_tokens")
     if max_tokens is None:
         max_tokens = parse_max_tokens(data.get("max_tokens"), "max_tokens")
@@ -103,28 +97,21 @@ async def chat_completions_api(request: HttpRequest, key: KeyInfo) -> HttpRespon
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest("metadata must be an object", field="metadata")
+    task_id = parse_task_id(request.headers.get("x-task-id"), metadata)
 
-    gateway = await runtime.gateway()
+    gateway = await get_runtime().gateway()
     greq = gateway_request(key, "chat_completions", system=system, messages=messages, explicit_model=explicit,
                            max_tokens=max_tokens, stream=stream, metadata=metadata or {})
-    routed = await gateway.route(greq)
-    headers = routing_headers(routed)
-    if stream:
-        encoder = ChatChunkEncoder(routed, include_usage=bool(options.get("include_usage")))
-        response = StreamingHttpResponse(
-            drive_stream(gateway, routed, greq, encoder), content_type="text/event-stream", headers=headers
-        )
-        response["Cache-Control"] = "no-cache"
-        return response
-
-    executed = await gateway.execute(routed, greq)
-    record(gateway, routed, executed, greq)
+    async with admission(key, tool_rounds=tool_rounds, task_id=task_id) as admitted:
+        routed = await route_admitted(gateway, greq, admitted)
+        headers = routing_headers(routed)
+        if stream:
+            encoder = ChatChunkEncoder(routed, include_usage=bool(options.get("include_usage")))
+            return await stream_response(gateway, routed, greq, encoder, admitted, headers, openai_error)
+        executed, _ = await execute(gateway, routed, greq, admitted)
     completion = executed.completion
     if completion is None:
-        response = openai_error(502, "upstream_error", f"the executor failed: {executed.error}")
-        for name, value in headers.items():
-            response[name] = value
-        return response
+        return upstream_failure(openai_error, executed, headers)
     return JsonResponse(
         {
             "id": f"chatcmpl-{routed.request_id.hex}",

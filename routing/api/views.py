@@ -6,21 +6,24 @@ from functools import partial
 
 from django.http import HttpRequest, JsonResponse
 
-from audits.sampling import last_user_text, maybe_sample
 from routing.engine.dispatch import Routed
 from routing.runtime import KeyInfo, get_runtime, run_db
 from routing.services import feedback_record
 
 from .common import (
+    admission,
     bearer_or_api_key,
+    execute,
     gateway_endpoint,
     gateway_request,
     native_error,
     record,
+    route_admitted,
     routing_headers,
 )
-from .inputs import parse_feedback_input, parse_route_input
+from .inputs import parse_feedback_input, parse_route_input, parse_task_id
 from .parsing import parse_json_body
+from .streaming import upstream_failure
 
 
 def _decision_payload(routed: Routed) -> dict:
@@ -48,13 +51,17 @@ def _decision_payload(routed: Routed) -> dict:
 
 @gateway_endpoint(native_error)
 async def route_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
-    """POST /api/v1/route — classify and apply the policy; nothing is generated."""
+    """POST /api/v1/route — classify and apply the policy; nothing is generated.
+
+    Counts as a request, and its sentinel's cost against the key's budgets (no tokens)."""
     data = parse_route_input(parse_json_body(request))
+    task_id = parse_task_id(request.headers.get("x-task-id"), data.metadata)
     gateway = await get_runtime().gateway()
     greq = gateway_request(key, "route", system=data.system, messages=data.messages,
                            metadata=data.metadata, max_tokens=data.max_tokens)
-    routed = await gateway.route(greq)
-    record(gateway, routed, None, greq)
+    async with admission(key, tool_rounds=data.tool_rounds, task_id=task_id) as admitted:
+        routed = await route_admitted(gateway, greq, admitted)
+        await record(gateway, routed, None, greq, admitted)
     payload = _decision_payload(routed)
     payload["estimated_cost"] = str(routed.estimated_cost)
     payload["estimated_tokens"] = {"input": routed.estimated_input_tokens, "output": routed.estimated_output_tokens}
@@ -66,21 +73,17 @@ async def route_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
 async def complete_api(request: HttpRequest, key: KeyInfo) -> JsonResponse:
     """POST /api/v1/complete — route, execute, answer, record."""
     data = parse_route_input(parse_json_body(request))
+    task_id = parse_task_id(request.headers.get("x-task-id"), data.metadata)
     gateway = await get_runtime().gateway()
     greq = gateway_request(key, "complete", system=data.system, messages=data.messages,
                            metadata=data.metadata, max_tokens=data.max_tokens)
-    routed = await gateway.route(greq)
-    executed = await gateway.execute(routed, greq)
-    row = gateway.record(routed, executed, greq)
-    get_runtime().recorder.record(row)
-    maybe_sample(row, last_user_text(greq.messages), executed.completion.text if executed.completion else "")
+    async with admission(key, tool_rounds=data.tool_rounds, task_id=task_id) as admitted:
+        routed = await route_admitted(gateway, greq, admitted)
+        executed, row = await execute(gateway, routed, greq, admitted)
     headers = routing_headers(routed)
     if executed.completion is None:
-        return JsonResponse(
-            {"error": {"code": "executor_failed", "message": f"the executor failed: {executed.error}",
-                       "field": None}, "request_id": str(routed.request_id), "route": routed.outcome.route},
-            status=502, headers=headers,
-        )
+        return upstream_failure(native_error, executed, headers, request_id=str(routed.request_id),
+                                route=routed.outcome.route)
     payload = _decision_payload(routed)
     payload["executor"] = {
         "provider": row.executor_provider, "model": row.executor_model, "model_version": row.executor_model_version,
