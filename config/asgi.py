@@ -17,24 +17,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = ASGIStaticFilesHandler(get_asgi_application())
 
 from django.conf import settings  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from config.serving import ServingHandler  # noqa: E402
 
 # Key-authenticated serving endpoints: no sessions, CSRF or messages, so no sync middleware hops.
 SERVING_PATHS = ("/v1/", "/api/v1/route", "/api/v1/complete", "/api/v1/feedback")
-SERVING_MIDDLEWARE = ["routing.api.middleware.ServingHeadersMiddleware"]
-
-
-class ServingHandler(ASGIHandler):
-    """Django's ASGI handler with only the async-native serving middleware."""
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = SERVING_MIDDLEWARE  # read once, here, at start-up
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = full
-
 
 serving_application = ServingHandler()
 
@@ -51,6 +38,14 @@ async def dispatch(scope, receive, send):
 
 
 class BodyLimit:
+    """413 before the body is read whole, with or without a content-length.
+
+    1. A declared content-length over the limit (or malformed) is refused before Django runs.
+    2. A body without one (chunked) is counted as it arrives; the chunk that crosses the limit is
+       answered as a client disconnect, so Django abandons the request before any view runs (a
+       truncated body that happens to be valid JSON must never be served), and the guard sends 413.
+    """
+
     def __init__(self, app, limit: int) -> None:
         self.app = app
         self.limit = limit
@@ -79,29 +74,30 @@ class BodyLimit:
 
         async def guarded_receive():
             nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     too_large = True
-                    # Stop reading: hand Django an over-limit, final chunk it will refuse.
-                    return {"type": "http.request", "body": b"", "more_body": False}
+                    # Stop reading: Django's body reader gives up on a disconnect, and no view runs.
+                    return {"type": "http.disconnect"}
             return message
 
         started = False
 
         async def guarded_send(message):
             nonlocal started
-            if too_large and not started:
-                started = True
-                return await self._reject(send)
             if too_large:
-                return None
+                return None  # the 413 below is the only response
             if message["type"] == "http.response.start":
                 started = True
             return await send(message)
 
-        return await self.app(scope, guarded_receive, guarded_send)
+        await self.app(scope, guarded_receive, guarded_send)
+        if too_large and not started:
+            await self._reject(send)
 
 
 application = BodyLimit(dispatch, settings.GATEWAY_MAX_BODY_BYTES)

@@ -77,6 +77,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The same strict JSON rules as the gateway endpoints (routing/api/parsing.py): duplicate keys,
+    # NaN/1e999, NUL, lone surrogates and deep nesting are a 400 naming the problem, never a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "routing.api.parsing.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LLM routing gateway",
