@@ -13,6 +13,11 @@
    (below `LOW_CONFIDENCE`) are sampled at `OVERSAMPLE` x the rate, capped at 1. Each
    sample stores its inclusion probability p and weight 1/p, so weighted aggregates over
    audits estimate the traffic's, not the sample's, quality.
+4. The stored rows are the outbox: enqueueing is best effort. A publish that fails (broker
+   down or hung) is tried once, within the broker's timeouts, and for `BROKER_RETRY_S`
+   afterwards the thread does not try the broker at all; `outbox_requeue` (the periodic task
+   `audits.requeue_stale_work`) re-enqueues whatever was stored but not processed, so the
+   work drains once the broker is back. The tasks claim their rows, so a duplicate is a no-op.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from typing import Any
 
 from django.db import IntegrityError, close_old_connections, connections, transaction
 
+from routing.recorder import db_deadline
+from routing.redaction import redact_for_storage
+
 log = logging.getLogger("audits.sampling")
+
+# After a failed publish the broker is left alone this long: the outbox sweep re-enqueues.
+BROKER_RETRY_S = 30.0
+# A sampler database call that takes longer than this is cut (see routing.recorder.db_deadline).
+DB_DEADLINE_S = 8.0
 
 DEFAULT_RATE = Decimal("0.0150")
 LOW_CONFIDENCE = 0.75
@@ -114,6 +127,8 @@ class Sampler:
         self._experiments: tuple[float, list[ShadowTarget]] | None = None
         self.stored = 0
         self.shadow_captured = 0
+        self.publish_failures = 0
+        self._broker_retry_at = 0.0  # monotonic; before it, nothing is published (the sweep will)
 
     # -- response path ----------------------------------------------------------------------
     def offer(self, record: Any, prompt: str, answer: str) -> None:
@@ -200,25 +215,30 @@ class Sampler:
 
     def _handle(self, item: Candidate) -> None:
         record = item.record
-        probability = inclusion_probability(self.rate_for(record.policy_version_id), record.confidence)
+        with db_deadline(DB_DEADLINE_S):
+            rate = self.rate_for(record.policy_version_id)
+        probability = inclusion_probability(rate, record.confidence)
         if not is_sampled(record.request_id, probability):
             return
         from routing.runtime import get_runtime
 
         get_runtime().recorder.flush(10)  # the judge needs the decision row; this waits here, not on a request
-        if sample_store(record=record, prompt=item.prompt, answer=item.answer, probability=probability):
+        with db_deadline(DB_DEADLINE_S):
+            stored = sample_store(record=record, prompt=item.prompt, answer=item.answer, probability=probability)
+        if stored:
             self.stored += 1
             from .tasks import judge_audit
 
-            judge_audit.delay(str(record.request_id))
+            self.enqueue(judge_audit, str(record.request_id))
 
     def _handle_shadow(self, item: ShadowCandidate) -> None:
         record = item.record
-        targets = [t for t in self.running_experiments() if t.samples(record.request_id, record.created_at)]
-        if not targets:
-            return
-        captured = [t.experiment_id for t in targets
-                    if shadow_capture_store(target=t, record=record, prompt=item.prompt)]
+        with db_deadline(DB_DEADLINE_S):
+            targets = [t for t in self.running_experiments() if t.samples(record.request_id, record.created_at)]
+            if not targets:
+                return
+            captured = [t.experiment_id for t in targets
+                        if shadow_capture_store(target=t, record=record, prompt=item.prompt)]
         if not captured:
             return
         self.shadow_captured += len(captured)
@@ -228,7 +248,30 @@ class Sampler:
         from .tasks import shadow_route
 
         for experiment_id in captured:
-            shadow_route.delay(experiment_id, str(record.request_id))
+            self.enqueue(shadow_route, experiment_id, str(record.request_id))
+
+    def enqueue(self, task: Any, *args: Any) -> bool:
+        """Publish a task for a stored row; False when the broker is away (the row waits for the sweep).
+
+        In-process (eager) mode runs the task here, and its errors are the task's, not the broker's."""
+        from django.conf import settings
+
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            task.delay(*args)
+            return True
+        if time.monotonic() < self._broker_retry_at:
+            return False
+        try:
+            # One attempt: bounded by the broker's connect and socket timeouts (config/settings/tasks.py),
+            # so a dead or hung broker costs this thread a few seconds once per BROKER_RETRY_S.
+            task.apply_async(args=args, retry=False)
+        except Exception as exc:  # noqa: BLE001 - kombu/redis/amqp raise different types; the row is the outbox
+            self.publish_failures += 1
+            self._broker_retry_at = time.monotonic() + BROKER_RETRY_S
+            log.warning("broker unavailable (%s: %s); %s left for the outbox sweep",
+                        type(exc).__name__, str(exc)[:200], task.name)
+            return False
+        return True
 
     # -- control ----------------------------------------------------------------------------
     def flush(self, timeout: float = 15.0) -> bool:
@@ -253,7 +296,8 @@ def sample_store(*, record: Any, prompt: str, answer: str, probability: float) -
             sample = AuditSample.objects.create(
                 request_id=record.request_id, route=record.route, executor_model=record.executor_model or "",
                 confidence=record.confidence, stratum=stratum(record.route, record.confidence),
-                probability=probability, weight=1.0 / probability, prompt=prompt, answer=answer,
+                probability=probability, weight=1.0 / probability,
+                prompt=redact_for_storage(prompt), answer=redact_for_storage(answer),
             )
             JudgeAudit.objects.create(
                 sample=sample, request_id=record.request_id,
@@ -274,10 +318,64 @@ def shadow_capture_store(*, target: ShadowTarget, record: Any, prompt: str) -> b
     try:
         with transaction.atomic():
             ShadowCapture.objects.create(experiment_id=target.experiment_id, request_id=record.request_id,
-                                         prompt=prompt if needs else "", needs_sentinel=needs)
+                                         prompt=redact_for_storage(prompt) if needs else "",
+                                         needs_sentinel=needs)
     except IntegrityError:
         return False
     return True
+
+
+REQUEUE_EVERY_S = 600  # a row is re-enqueued at most this often, however long the broker's backlog
+
+
+def outbox_requeue(*, older_than_s: float = 120, limit: int = 500) -> dict[str, int]:
+    """Re-enqueue stored work that was never processed; returns counts by kind.
+
+    1. Judge audits still pending (never claimed) and stored more than `older_than_s` ago.
+    2. Shadow captures without a shadow decision, unclaimed (or claimed longer than the shadow
+       claim timeout ago: a dead worker), stored more than `older_than_s` ago.
+    3. Scored audits whose score is not on the decision row yet: applied here (idempotent).
+    A row is re-enqueued at most once per `REQUEUE_EVERY_S` (a cache marker), so a message
+    that is merely waiting in a long broker queue is not multiplied; and every task claims its
+    row, so a duplicate that does get through is a no-op.
+    """
+    from datetime import timedelta
+
+    from django.core.cache import cache
+    from django.db.models import Exists, OuterRef, Q
+    from django.utils import timezone
+
+    from . import judge
+    from .models import JudgeAudit, JudgeStatus, ShadowCapture, ShadowDecision
+    from .shadow import CLAIM_TIMEOUT
+    from .tasks import judge_audit, shadow_route
+
+    def first_time(key: str) -> bool:
+        try:
+            return bool(cache.add(f"outbox-requeued:{key}", 1, timeout=REQUEUE_EVERY_S))
+        except Exception:  # noqa: BLE001 - without the cache, a duplicate is still a no-op
+            return True
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_s)
+    counts = {"judge": 0, "shadow": 0, "applied": 0}
+    pending = JudgeAudit.objects.filter(status=JudgeStatus.PENDING, created_at__lt=cutoff).order_by("created_at")
+    for request_id in pending.values_list("request_id", flat=True)[:limit]:
+        if first_time(f"judge:{request_id}"):
+            judge_audit.delay(str(request_id))
+            counts["judge"] += 1
+    decided = ShadowDecision.objects.filter(experiment_id=OuterRef("experiment_id"), request_id=OuterRef("request_id"))
+    captures = (ShadowCapture.objects.filter(created_at__lt=cutoff)
+                .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_TIMEOUT))
+                .exclude(Exists(decided)).order_by("created_at"))
+    for experiment_id, request_id in captures.values_list("experiment_id", "request_id")[:limit]:
+        if first_time(f"shadow:{experiment_id}:{request_id}"):
+            shadow_route.delay(experiment_id, str(request_id))
+            counts["shadow"] += 1
+    unapplied = JudgeAudit.objects.filter(status=JudgeStatus.SCORED, applied=False, scored_at__lt=cutoff)
+    for request_id in unapplied.values_list("request_id", flat=True)[:limit]:
+        counts["applied"] += int(judge.audit_apply_score(request_id=str(request_id)))
+    return counts
 
 
 _sampler: Sampler | None = None

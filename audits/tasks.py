@@ -4,7 +4,9 @@
 redelivered (acks_late) or duplicated task does nothing; `audits.activate_due_proposals` runs
 on the beat schedule and activates approved proposals whose `activate_at` has come.
 `audits.judge_audit`, `audits.check_drift` and `audits.send_alert_webhook` are the quality
-entry points (docs/QUALITY.md).
+entry points (docs/QUALITY.md). `audits.requeue_stale_work` is the outbox sweep: sampled rows are
+stored before their task is published, so work the broker never got is re-enqueued from the rows
+(docs/RELIABILITY.md, "Infrastructure faults").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
+from django.db.models import F
 
 from routing.providers.base import ProviderError
 
@@ -58,7 +61,7 @@ def judge_audit(self: Any, request_id: str) -> str:
     from . import judge
     from .models import JudgeAudit, JudgeStatus
 
-    if judge.audit_claim(request_id=request_id):
+    if judge.audit_claim(request_id=request_id) or _reclaim_after_lost_worker(self, request_id):
         audit = JudgeAudit.objects.select_related("sample").get(request_id=request_id)
         try:
             verdict = judge.judge_call(question=audit.sample.prompt, answer=audit.sample.answer,
@@ -77,6 +80,33 @@ def judge_audit(self: Any, request_id: str) -> str:
         # The decision row is still in a recorder batch (or spooled): try again shortly.
         raise self.retry(countdown=15 * 2 ** self.request.retries)
     return "scored; decision row not written yet (applied by the next drift check)"
+
+
+def _reclaim_after_lost_worker(task: Any, request_id: str) -> bool:
+    """Take over an audit left `running` by a worker that died mid-task.
+
+    The broker redelivers an unacknowledged message (`acks_late`) only when the worker holding it
+    is gone: its pool process was killed (`reject_on_worker_lost`), or the whole worker and the
+    visibility timeout passed. So a redelivered message whose audit is `running` belongs to a dead
+    worker, and this one claims it (a conditional update: one redelivery wins). Keep the broker's
+    visibility timeout above the longest judge call, or a slow call is run twice (scored once)."""
+    from .models import JudgeAudit, JudgeStatus
+
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return False
+    reclaimed = JudgeAudit.objects.filter(request_id=request_id, status=JudgeStatus.RUNNING).update(
+        attempts=F("attempts") + 1) == 1
+    if reclaimed:
+        logger.warning("judge audit %s: redelivered after a lost worker; running it here", request_id)
+    return reclaimed
+
+
+@shared_task(name="audits.requeue_stale_work", acks_late=True)
+def requeue_stale_work(older_than_s: float = 120) -> dict[str, int]:
+    """The outbox sweep: re-enqueue sampled audits and shadow captures stored but never processed."""
+    from .sampling import outbox_requeue
+
+    return outbox_requeue(older_than_s=older_than_s)
 
 
 @shared_task(name="audits.check_drift", acks_late=True)

@@ -14,6 +14,10 @@ BEAT_SCHEDULE = {
     "check-drift": {"task": "audits.check_drift", "schedule": crontab(minute=0, hour=6, day_of_week="mon")},
     # A shadow experiment's window ends on the minute; finish it promptly so its report is final.
     "finish-due-experiments": {"task": "audits.finish_due_experiments", "schedule": crontab(minute="*/5")},
+    # The outbox sweep: audits and shadow captures stored while the broker was away (or whose
+    # message it lost) are re-enqueued once they are two minutes old; every minute keeps the
+    # catch-up after a broker outage short, and tasks claim their rows, so a duplicate is a no-op.
+    "requeue-stale-work": {"task": "audits.requeue_stale_work", "schedule": crontab(minute="*")},
     # Scheduled policy activations should go live within a minute of their time.
     "activate-due-proposals": {"task": "audits.activate_due_proposals", "schedule": crontab(minute="*")},
 }

@@ -4,22 +4,31 @@
 2. A background thread drains the queue in batches (`DECISION_LOG_BATCH_SIZE` rows or
    `DECISION_LOG_FLUSH_MS`) and bulk-inserts them.
 3. When the insert fails (database away, slow, locked), the batch is appended to a
-   spool file (JSON lines, fsynced) and the thread goes on.
+   spool file (JSON lines, fsynced) and the thread goes on. For `DB_RETRY_S` after a
+   failure, batches go straight to the spool: a hung database costs one connect timeout,
+   not one per batch, and the queue never backs up in memory.
 4. Each cycle, while the database answers, spool files are replayed oldest first;
    inserts skip request ids already stored, so a replay after a partial write is safe.
-5. At exit the queue is flushed (to the database or, failing that, the spool).
+5. Every database call here runs under `db_deadline`: a connection that stops answering
+   without closing (a hung server, a stalled proxy) is cut after `WRITE_DEADLINE_S`, so
+   the writer never hangs; the batch is spooled (and, if the write did land, the replay
+   skips it).
+6. At exit the queue is flushed (to the database or, failing that, the spool).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
@@ -31,6 +40,48 @@ from django.db import close_old_connections, connections
 from routing.engine.dispatch import DecisionRecord
 
 log = logging.getLogger("routing.recorder")
+
+# After a failed write the database is left alone this long (batches go to the spool).
+DB_RETRY_S = 2.0
+# The longest a write or replay may take before its connection is cut. Above the statement
+# timeout (3 s), which a live but slow server enforces itself; this catches silent connections.
+WRITE_DEADLINE_S = 8.0
+
+
+@contextlib.contextmanager
+def db_deadline(seconds: float, alias: str = "default", *, wrapper: Any = None) -> Iterator[None]:
+    """Bound this thread's database calls: past `seconds`, the connection is cut from a timer.
+
+    psycopg has no client-side query timeout, and `statement_timeout` needs a server that is
+    alive and reachable. Cutting the socket makes the blocked call raise `OperationalError`
+    (a call that completes in the instant the timer fires may fail spuriously: callers treat
+    it as any database failure). `wrapper`: a connection not in `connections` (health check)."""
+    done = threading.Event()
+    # The timer runs in its own thread, where `connections[alias]` is another connection.
+    wrapper = wrapper if wrapper is not None else connections[alias]
+    timer = threading.Timer(seconds, lambda: _cut(wrapper, done))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        timer.cancel()
+
+
+def _cut(wrapper: Any, done: threading.Event) -> None:
+    if done.is_set():
+        return
+    raw = getattr(wrapper, "connection", None)
+    fileno = getattr(raw, "fileno", None)
+    if fileno is None:
+        return  # not connected yet (connect_timeout bounds that) or SQLite (its busy timeout does)
+    try:
+        with socket.socket(fileno=os.dup(fileno())) as sock:
+            log.warning("database call exceeded its deadline; cutting the connection")
+            sock.shutdown(socket.SHUT_RDWR)  # the dup is closed; the shutdown reaches the shared socket
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _encode(value: Any) -> Any:
@@ -62,6 +113,7 @@ class DecisionRecorder:
         self.written = 0
         self.spooled = 0
         self.failures = 0
+        self._db_retry_at = 0.0  # monotonic; before it, batches go straight to the spool
 
     # -- producer side (request handlers) --------------------------------------------------
     def record(self, record: DecisionRecord) -> None:
@@ -121,24 +173,41 @@ class DecisionRecorder:
     def _write(self, batch: list[DecisionRecord]) -> None:
         from .services import decisions_insert
 
+        if time.monotonic() < self._db_retry_at:
+            self._spool(batch)  # the database failed a moment ago: don't wait on it again yet
+            return
         try:
             close_old_connections()
-            decisions_insert(records=batch)
+            with db_deadline(WRITE_DEADLINE_S):
+                decisions_insert(records=batch)
             self.written += len(batch)
-        except Exception:  # noqa: BLE001 - any database failure spools the batch
+        except Exception as exc:  # noqa: BLE001 - any database failure spools the batch
             self.failures += 1
-            log.warning("decision log: database write failed; spooling %d rows", len(batch), exc_info=True)
+            first = time.monotonic() >= self._db_retry_at + DB_RETRY_S  # not failing a moment ago
+            log.warning("decision log: database write failed (%s: %s); spooling %d rows", type(exc).__name__,
+                        str(exc).strip()[:200], len(batch), exc_info=first)
+            self._db_retry_at = time.monotonic() + DB_RETRY_S
             self._spool(batch)
             connections.close_all()
 
     def _spool(self, batch: list[DecisionRecord]) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"decisions-{time.time_ns()}-{os.getpid()}.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
+        name = f"decisions-{time.time_ns()}-{os.getpid()}-{threading.get_ident()}.jsonl"
+        # Written under a temporary name and renamed once synced: another process (a second web
+        # process, the replay task) replaying this directory never reads a half-written file.
+        partial = self.spool_dir / f".{name}.partial"
+        with open(partial, "w", encoding="utf-8") as fh:
             for record in batch:
                 fh.write(json.dumps(asdict(record), default=_encode) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.rename(partial, self.spool_dir / name)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(self.spool_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         self.spooled += len(batch)
 
     def spool_files(self) -> list[Path]:
@@ -147,8 +216,11 @@ class DecisionRecorder:
         return sorted(self.spool_dir.glob("decisions-*.jsonl"))
 
     def _replay_spool(self) -> None:
+        if time.monotonic() < self._db_retry_at:
+            return
         for path in self.spool_files():
             if not replay_spool_file(path):
+                self._db_retry_at = time.monotonic() + DB_RETRY_S
                 return
 
     # -- control ---------------------------------------------------------------------------
@@ -176,7 +248,8 @@ def replay_spool_file(path: Path) -> bool:
         return True
     try:
         close_old_connections()
-        decisions_insert(records=rows)
+        with db_deadline(WRITE_DEADLINE_S):
+            decisions_insert(records=rows)
     except Exception:  # noqa: BLE001 - still down; try again later
         connections.close_all()
         return False

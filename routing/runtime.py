@@ -4,8 +4,15 @@ Nothing here is read from the database on every request. The catalog, the active
 policy and API keys are cached in process and reloaded when the shared config
 version (in the Django cache: Redis when configured) changes, checked at most
 every `GATEWAY_CONFIG_REFRESH_MS`; key lookups are cached for
-`GATEWAY_API_KEY_CACHE_MS`, so a revoked key stops working within that bound.
+`GATEWAY_API_KEY_CACHE_MS` (500 ms), so a revoked key stops working within that bound.
 Provider SDK clients are bound to an event loop, so they are kept per loop.
+
+When the database is down or hung (docs/RELIABILITY.md, "Infrastructure faults"): every
+serving read is cut after `SERVING_DB_DEADLINE_S`; after a failed read the database is left
+alone for `DB_BACKOFF_S`; the keys and the config read last keep serving for up to
+`STALE_IF_ERROR_S` after their last good read (stale-if-error); with nothing cached the request
+gets `DatabaseUnavailable` (503 `database_unavailable`, `Retry-After: 2`). A Redis that is away
+makes the shared config version unknown, so the config is reloaded from the database.
 
 The decision cache lives here too (one per process; shared through Redis when
 `REDIS_URL` is set, see routing/engine/cache.py), with the policy's cache and
@@ -22,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -32,6 +40,7 @@ from routing.engine.cache import DecisionCache, SharedDecisionCache
 from routing.engine.catalog import Catalog, PolicySettings
 from routing.engine.dispatch import Gateway
 from routing.engine.policy import ModeSettings
+from routing.engine.resilience import BreakerRegistry, RetryPolicy
 from routing.engine.sentinel import shared_local_model
 from routing.providers.base import ChatProvider, ProviderConfig
 from routing.providers.registry import build_provider
@@ -74,6 +83,26 @@ def simulated_providers() -> list[str]:
 
 
 T = TypeVar("T")
+
+SERVING_DB_DEADLINE_S = 2.5  # a serving read on a silent connection is cut after this
+DB_BACKOFF_S = 2.0  # after a failed read, the database is left alone this long
+STALE_IF_ERROR_S = 900.0  # cached keys and config keep serving this long after their last good read
+_UNKNOWN_VERSION = object()  # the shared config version could not be read (Redis away)
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer a serving read (down, hung, or backing off after a failure)."""
+
+    retry_after_s = int(DB_BACKOFF_S)
+
+
+def _config_version() -> object:
+    try:
+        return cache.get(CONFIG_VERSION_KEY)
+    except Exception:  # noqa: BLE001 — a cache that is away: the version is unknown, reload from the DB
+        return _UNKNOWN_VERSION
+
+
 # Database reads on the serving path run here: a few threads, so a few connections, however many
 # requests are in flight (a thread per request would open a connection per request).
 _DB_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-db")
@@ -151,11 +180,17 @@ def build_decision_cache() -> DecisionCache:
 
 @dataclass(frozen=True)
 class KeyInfo:
+    """An authenticated key as the serving path sees it, with its abuse limits (None: unlimited)."""
+
     key_id: int
     prefix: str
     application_id: int
     application_name: str
     active: bool
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    daily_budget: Decimal | None = None
+    monthly_budget: Decimal | None = None
 
 
 class Runtime:
@@ -164,11 +199,16 @@ class Runtime:
         self.policy: PolicySettings | None = None
         self.modes = ModeSettings()
         self.decision_cache = build_decision_cache()
+        # Circuit breakers per provider+model (issue 7); reset on invalidate().
+        from .metrics import circuit_changed
+
+        self.breakers = BreakerRegistry.from_settings(settings, on_change=circuit_changed)
         self._config_version: object = None
         self._checked_at = 0.0
         self._force_reload = False
         self._loaded_at = 0.0
         self._keys: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._db_retry_at = 0.0  # serving reads are refused at once until then (after a failure)
         self._providers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ChatProvider]] = (
             weakref.WeakKeyDictionary()
         )
@@ -183,18 +223,43 @@ class Runtime:
 
     # -- configuration ---------------------------------------------------------------------
     def _load_sync(self) -> tuple[Catalog, PolicySettings, object, ModeSettings]:
-        version = cache.get(CONFIG_VERSION_KEY)
+        version = _config_version()
         return selectors.catalog_snapshot(), selectors.active_policy(), version, mode_settings()
+
+    async def serving_read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A database read on the serving path: bounded, and refused at once while backing off."""
+        from django.db import InterfaceError, OperationalError
+
+        from .recorder import db_deadline
+
+        if time.monotonic() < self._db_retry_at:
+            raise DatabaseUnavailable("the database did not answer a moment ago")
+
+        def bounded() -> T:
+            with db_deadline(SERVING_DB_DEADLINE_S):
+                return fn(*args)
+
+        try:
+            return await run_db(bounded)
+        except (OperationalError, InterfaceError) as exc:
+            self._db_retry_at = time.monotonic() + DB_BACKOFF_S
+            raise DatabaseUnavailable(str(exc).splitlines()[0] if str(exc) else "database error") from exc
 
     async def ensure_config(self) -> tuple[Catalog, PolicySettings]:
         now = time.monotonic()
         stale = self.catalog is None or self._force_reload or now - self._loaded_at > 30
         if not stale and now - self._checked_at >= settings.GATEWAY_CONFIG_REFRESH_S:
             self._checked_at = now
-            version = await run_db(cache.get, CONFIG_VERSION_KEY)
-            stale = version != self._config_version
+            version = await run_db(_config_version)
+            stale = version is _UNKNOWN_VERSION or version != self._config_version
         if stale:
-            await self._reload_once()
+            try:
+                await self._reload_once()
+            except DatabaseUnavailable:
+                # Stale-if-error: the config read last keeps serving while the database is away.
+                if self.catalog is None or self.policy is None or now - self._loaded_at > STALE_IF_ERROR_S:
+                    raise
+                self._checked_at = now
         assert self.catalog is not None and self.policy is not None
         return self.catalog, self.policy
 
@@ -208,7 +273,7 @@ class Runtime:
         self._reload = future
         try:
             self._force_reload = False
-            catalog, policy, version, modes = await run_db(self._load_sync)
+            catalog, policy, version, modes = await self.serving_read(self._load_sync)
             self.catalog, self.policy, self._config_version, self.modes = catalog, policy, version, modes
             self._loaded_at = self._checked_at = time.monotonic()
             self._keys.clear()
@@ -226,6 +291,8 @@ class Runtime:
         self._force_reload = True
         self._keys.clear()
         self.decision_cache.clear()
+        fresh = BreakerRegistry.from_settings(settings)
+        self.breakers.reset(failures=fresh.failures, cooldown_s=fresh.cooldown_s)
 
     # -- API keys --------------------------------------------------------------------------
     @staticmethod
@@ -233,16 +300,32 @@ class Runtime:
         key = selectors.api_key_by_hash(key_hash)
         if key is None:
             return None
-        return KeyInfo(key.pk, key.prefix, key.application_id, key.application.name, key.is_active)
+        return KeyInfo(
+            key.pk, key.prefix, key.application_id, key.application.name, key.is_active,
+            requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute,
+            daily_budget=key.daily_budget, monthly_budget=key.monthly_budget,
+        )
 
     async def authenticate(self, raw_key: str) -> KeyInfo | None:
+        """The key's info, or None when it is unknown or revoked.
+
+        Lookups are cached for `GATEWAY_API_KEY_CACHE_MS` (500 ms) from *before* the read, so a
+        revocation (or a limit changed in the admin) reaches every process within that bound;
+        `api_key_revoke` also bumps the config version, which clears this cache at the next check.
+        """
         key_hash = hash_api_key(raw_key)
         cached = self._keys.get(key_hash)
         now = time.monotonic()
         if cached is not None and now - cached[0] < settings.GATEWAY_API_KEY_CACHE_S:
             info = cached[1]
         else:
-            info = await self._lookup_once(key_hash)
+            try:
+                info = await self._lookup_once(key_hash)
+            except DatabaseUnavailable:
+                # Stale-if-error: a key read recently enough keeps its last known state.
+                if cached is None or now - cached[0] > STALE_IF_ERROR_S:
+                    raise
+                return cached[1] if cached[1] is not None and cached[1].active else None
             if len(self._keys) > 10_000:
                 self._keys.clear()
             self._keys[key_hash] = (now, info)
@@ -256,7 +339,7 @@ class Runtime:
         future: asyncio.Future[KeyInfo | None] = loop.create_future()
         self._lookups[key_hash] = future
         try:
-            info = await run_db(self._lookup_sync, key_hash)
+            info = await self.serving_read(self._lookup_sync, key_hash)
             future.set_result(info)
             return info
         except BaseException as exc:
@@ -279,7 +362,9 @@ class Runtime:
     async def gateway(self) -> Gateway:
         catalog, policy = await self.ensure_config()
         return Gateway(catalog=catalog, policy=policy, providers=self.providers(), now=timezone.now,
-                       modes=self.modes, cache=self.decision_cache, local_model=shared_local_model())
+                       modes=self.modes, cache=self.decision_cache, local_model=shared_local_model(),
+                       retry=RetryPolicy.from_settings(settings), breakers=self.breakers,
+                       deadline_cap_s=settings.GATEWAY_REQUEST_DEADLINE_S, abandoned=self.recorder.record)
 
 
 _runtime: Runtime | None = None

@@ -1,5 +1,14 @@
-"""Database: `DATABASE_URL` (PostgreSQL in production); SQLite under var/ by default."""
+"""Database: `DATABASE_URL` (PostgreSQL in production); SQLite under var/ by default.
 
+PostgreSQL connections are bounded so that a database that is down, hung or unreachable fails
+fast instead of hanging a request or a writer thread (docs/RELIABILITY.md, "Infrastructure
+faults"): `DB_CONNECT_TIMEOUT` (s), a server-side `DB_STATEMENT_TIMEOUT_MS` for serving processes
+(management commands and Celery workers run long statements on purpose: none unless set), and TCP
+keepalives plus `DB_TCP_USER_TIMEOUT_MS` so that a silent network partition breaks the connection.
+The Redis cache gets short socket timeouts (`REDIS_TIMEOUT_MS`) for the same reason.
+"""
+
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -32,8 +41,22 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db.setdefault("OPTIONS", {})
-    # Fail fast when PostgreSQL is away instead of hanging a request (see README, Operations).
-    _db["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 3, minimum=1))
+    # Fail fast when PostgreSQL is away instead of hanging a request (libpq's minimum is 2 s).
+    _db["OPTIONS"].setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 2, minimum=2))
+    # A network partition: idle connections are probed, and data left unacknowledged this long
+    # breaks the connection (Linux TCP_USER_TIMEOUT) rather than waiting for the kernel's ~15 min.
+    _db["OPTIONS"].setdefault("keepalives", 1)
+    _db["OPTIONS"].setdefault("keepalives_idle", 10)
+    _db["OPTIONS"].setdefault("keepalives_interval", 3)
+    _db["OPTIONS"].setdefault("keepalives_count", 3)
+    _db["OPTIONS"].setdefault("tcp_user_timeout", env_int("DB_TCP_USER_TIMEOUT_MS", 10_000, minimum=0))
+    # A slow or locked database: the server cancels a statement after this. Serving processes
+    # only read small rows and write small batches; batch processes get no limit unless set.
+    _program = Path(sys.argv[0]).name if sys.argv else ""
+    _batch = _program in ("manage.py", "celery") or (_program == "__main__.py" and "celery" in sys.argv[0])
+    _statement_ms = env_int("DB_STATEMENT_TIMEOUT_MS", 0 if _batch else 3000, minimum=0)
+    if _statement_ms and "options" not in _db["OPTIONS"]:
+        _db["OPTIONS"]["options"] = f"-c statement_timeout={_statement_ms}"
     _db["CONN_HEALTH_CHECKS"] = True
 
 DATABASES = {"default": _db}
@@ -44,6 +67,11 @@ if env_str("REDIS_URL"):
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": env_str("REDIS_URL"),
             "KEY_PREFIX": "gw",
+            # A Redis that is away must not hang a request: fail in this bound (callers degrade).
+            "OPTIONS": {
+                "socket_connect_timeout": env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000,
+                "socket_timeout": env_int("REDIS_TIMEOUT_MS", 500, minimum=50) / 1000,
+            },
         }
     }
 else:
