@@ -59,20 +59,24 @@ PROVIDER_KEYS = {
 def provider_configs() -> dict[str, ProviderConfig]:
     """Real credentials where a key is set; otherwise the loopback emulator, marked simulated."""
     timeout = float(settings.PROVIDER_TIMEOUT_S)
+    backend = settings.PROVIDER_HTTP_BACKEND
     configs: dict[str, ProviderConfig] = {}
     for name, (key_setting, url_setting, emulator_suffix) in PROVIDER_KEYS.items():
         key = getattr(settings, key_setting)
         if key:
-            configs[name] = ProviderConfig(api_key=key, base_url=getattr(settings, url_setting), timeout_s=timeout)
+            configs[name] = ProviderConfig(api_key=key, base_url=getattr(settings, url_setting), timeout_s=timeout,
+                                           http_backend=backend)
         else:
             configs[name] = ProviderConfig(
-                api_key="emulated", base_url=settings.EMULATOR_URL + emulator_suffix, simulated=True, timeout_s=timeout
+                api_key="emulated", base_url=settings.EMULATOR_URL + emulator_suffix, simulated=True, timeout_s=timeout,
+                http_backend=backend,
             )
     if settings.OPENAI_COMPATIBLE_BASE_URL:
         configs["openai_compatible"] = ProviderConfig(
             api_key=settings.OPENAI_COMPATIBLE_API_KEY or "none",
             base_url=settings.OPENAI_COMPATIBLE_BASE_URL,
             timeout_s=timeout,
+            http_backend=backend,
         )
     configs["guardrail"] = ProviderConfig(api_key="")
     return configs

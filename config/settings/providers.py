@@ -5,6 +5,8 @@ without one is sent to the loopback provider emulator, and everything it answers
 is marked simulated.
 """
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import env_int, env_str, env_url
 
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
@@ -19,3 +21,8 @@ OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY")
 
 EMULATOR_URL = env_url("EMULATOR_URL", "http://127.0.0.1:8765")
 PROVIDER_TIMEOUT_S = env_int("PROVIDER_TIMEOUT_S", 120, minimum=1)
+# The official SDKs' HTTP transport: "aiohttp" (the SDKs' documented DefaultAioHttpClient, from
+# their `aiohttp` extra; about half the CPU per call of their default) or "httpx" (their default).
+PROVIDER_HTTP_BACKEND = env_str("PROVIDER_HTTP_BACKEND", "aiohttp")
+if PROVIDER_HTTP_BACKEND not in ("aiohttp", "httpx"):
+    raise ImproperlyConfigured(f"PROVIDER_HTTP_BACKEND must be aiohttp or httpx, not {PROVIDER_HTTP_BACKEND!r}")

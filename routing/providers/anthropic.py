@@ -49,7 +49,8 @@ class AnthropicProvider(ChatProvider):
         super().__init__(config)
         # Our gateway owns retries (one layer only), so the SDK's are off.
         self.client = anthropic.AsyncAnthropic(
-            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s,
+            http_client=anthropic.DefaultAioHttpClient(timeout=config.timeout_s) if config.http_backend == "aiohttp" else None,
         )
 
     def _error(self, exc: Exception) -> ProviderError:

@@ -29,6 +29,9 @@ class ProviderConfig:
     base_url: str | None = None
     simulated: bool = False
     timeout_s: float = 120.0
+    # The SDKs' HTTP transport: "aiohttp" (their documented `DefaultAioHttpClient`, the `aiohttp`
+    # extra) or "httpx" (their default). See PROVIDER_HTTP_BACKEND.
+    http_backend: str = "httpx"
 
 
 @dataclass

@@ -52,7 +52,8 @@ class OpenAIProvider(ChatProvider):
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.client = openai.AsyncOpenAI(
-            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s,
+            http_client=openai.DefaultAioHttpClient(timeout=config.timeout_s) if config.http_backend == "aiohttp" else None,
         )
 
     def _error(self, exc: Exception) -> ProviderError:
