@@ -611,9 +611,14 @@ class Limiter:
 
     def counters(self, key: KeyInfo, *, task_id: str | None = None) -> dict[str, Counter]:
         """The counters of the key's limits (and of the task's budget), by limit name, for now."""
-        base = self.base(key)
-        day, day_end, month, month_end = _period_ends(datetime.fromtimestamp(self.clock(), tz=UTC))
         counters: dict[str, Counter] = {}
+        budgets = key.daily_budget is not None or key.monthly_budget is not None
+        if key.requests_per_minute is None and key.tokens_per_minute is None and not budgets and (
+                task_id is None or self.task_token_budget <= 0):
+            return counters  # an unlimited key: nothing to count (the common case, kept cheap)
+        base = self.base(key)
+        if budgets:
+            day, day_end, month, month_end = _period_ends(datetime.fromtimestamp(self.clock(), tz=UTC))
         if key.requests_per_minute is not None:
             counters["requests_per_minute"] = Counter("requests_per_minute", base + ":rpm", "window",
                                                       key.requests_per_minute, span_ms=MINUTE_MS)
@@ -708,10 +713,12 @@ class Admission:
             self.execution[counter] = self.execution.get(counter, 0) + amount
 
     async def reserve_for(self, gateway: Gateway, greq: GatewayRequest) -> None:
-        await self.reserve_routing(routing_worst_case(gateway, greq, self.limiter.headroom_pct))
+        if self.spend:
+            await self.reserve_routing(routing_worst_case(gateway, greq, self.limiter.headroom_pct))
 
     async def reserve_execution_for(self, gateway: Gateway, routed: Routed, greq: GatewayRequest) -> None:
-        await self.reserve_execution(*execution_worst_case(gateway, routed, greq, self.limiter.headroom_pct))
+        if self.spend or self.tokens:
+            await self.reserve_execution(*execution_worst_case(gateway, routed, greq, self.limiter.headroom_pct))
 
     def executing(self) -> None:
         """The executor is about to be called: from now on an unsettled end keeps the reservation."""

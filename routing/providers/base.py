@@ -88,6 +88,20 @@ class ProviderError(Exception):
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 
 
+class JsonFields:
+    """Attribute access over a JSON object, so that `usage_from_*` read SDK models and raw JSON alike
+    (the non-streaming calls ask the SDK for the JSON as is: `cast_to=object`)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._data.get(name)
+        return JsonFields(value) if isinstance(value, dict) else value
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds from a `retry-after` header (delta-seconds form; an HTTP date is ignored)."""
     if headers is None:
