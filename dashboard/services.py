@@ -1,14 +1,19 @@
 """Writes to the rollup tables: incremental on ingest, exact rebuild of recent hours, score changes.
 
-Exactness under replays: `routing.services.decisions_insert` calls `rollups_apply(rows)` inside
-its transaction, *before* its `bulk_create(ignore_conflicts=True)`:
+Exactness under replays. `routing.services.decisions_insert` counts exactly the rows it stores,
+inside its own transaction and under the rollup lock (a transaction-scoped PostgreSQL advisory
+lock; SQLite already runs one writer at a time), so that a rebuild never sees half of an insert:
 
-1. take the rollup lock (a transaction-scoped PostgreSQL advisory lock; SQLite already runs
-   one writer at a time), so no other insert can store one of these request ids meanwhile;
-2. drop rows whose request id is already stored, and repeats inside the batch (the first
-   wins, as in the insert);
-3. the rest are exactly the rows the insert will store: add their sums to the hour and day
-   cells with one `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x` per table.
+- PostgreSQL: the insert returns the ids it stored (`ON CONFLICT DO NOTHING RETURNING id`), and
+  `rollups_apply_stored(decision_ids=…)` adds those rows to the cells in one statement
+  (`rollup_upsert_sql`): their hour cells are the rebuild's own grouped aggregate over these ids,
+  their day cells the sums of those hour cells (as the rebuild makes days), each added with
+  `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. Insert-time and rebuilt rollups are
+  the same SQL.
+- Other databases (SQLite): `rollups_apply(rows)` runs *before* the ORM's
+  `bulk_create(ignore_conflicts=True)`: it drops rows whose request id is already stored and
+  repeats inside the batch (the first wins, as in the insert), and adds the rest, exactly the
+  rows the insert will store, with one `INSERT … ON CONFLICT DO UPDATE` per table.
 
 If the insert fails, the transaction rolls the rollup increments back with it.
 
@@ -19,6 +24,7 @@ from the raw rows (and days from their hours) and is scheduled over the recent p
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,7 +33,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, IntegerField, Q, Sum, Value, When
+from django.db.models import BooleanField, Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
@@ -65,7 +72,9 @@ def has_cache_hit_field() -> bool:
     return any(f.name == "cache_hit" for f in Decision._meta.get_fields())
 
 
-def _lock() -> None:
+def rollups_lock() -> None:
+    """Serialise with every other rollup writer until this transaction ends (PostgreSQL; SQLite
+    already runs one writer at a time)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_KEY])
@@ -124,6 +133,14 @@ def _add(into: dict[str, Any], values: dict[str, Any], sign: int = 1) -> None:
         into[name] = into.get(name, 0) + sign * value
 
 
+def _on_conflict_add_sql(model: type[Rollup]) -> str:
+    """`ON CONFLICT` clause that adds a new cell's sums to the stored cell."""
+    q = connection.ops.quote_name
+    table = q(model._meta.db_table)
+    updates = ", ".join(f"{q(m)} = {table}.{q(m)} + excluded.{q(m)}" for m in MEASURES)
+    return f"ON CONFLICT ({', '.join(q(d) for d in DIMENSIONS)}) DO UPDATE SET {updates}"
+
+
 def _upsert(model: type[Rollup], cells: dict[Cell, dict[str, Any]]) -> None:
     """Add each cell's sums to its rollup row, creating it when missing (one statement per chunk)."""
     if not cells:
@@ -133,7 +150,6 @@ def _upsert(model: type[Rollup], cells: dict[Cell, dict[str, Any]]) -> None:
     columns = list(DIMENSIONS) + list(MEASURES)
     zero = {**{m: 0 for m in INT_MEASURES + tuple(n for s in HISTOGRAM_FIELDS.values() for n in s)},
             **{m: Decimal(0) for m in MONEY_MEASURES}, **{m: 0.0 for m in FLOAT_MEASURES}}
-    updates = ", ".join(f"{q(m)} = {table}.{q(m)} + excluded.{q(m)}" for m in MEASURES)
     bucket_field = model._meta.get_field("bucket")
     money_field = model._meta.get_field("cost")
     items = sorted(cells.items())  # a fixed order: concurrent writers never deadlock on cells
@@ -148,7 +164,7 @@ def _upsert(model: type[Rollup], cells: dict[Cell, dict[str, Any]]) -> None:
                           if m in MONEY_MEASURES else values.get(m, zero[m]) for m in MEASURES)
         sql = (
             f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) VALUES {placeholders} "
-            f"ON CONFLICT ({', '.join(q(d) for d in DIMENSIONS)}) DO UPDATE SET {updates}"
+            f"{_on_conflict_add_sql(model)}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -173,7 +189,7 @@ def rollups_apply(rows: Sequence[Decision]) -> int:
     """
     if not rows:
         return 0
-    _lock()
+    rollups_lock()
     ids = [row.request_id for row in rows]
     stored = set(Decision.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
     fresh = []
@@ -209,7 +225,7 @@ def rollups_scores_apply(
     the update (e.g. from `routing.services.feedback_record`). Rows are locked so that a
     concurrent change cannot be counted twice.
     """
-    _lock()
+    rollups_lock()
     rows = Decision.objects.select_for_update().filter(request_id=request_id)
     if application_id is not None:
         rows = rows.filter(application_id=application_id)
@@ -278,51 +294,71 @@ def _db_datetime(model: type[Rollup], value: datetime) -> Any:
     return model._meta.get_field("bucket").get_db_prep_value(value, connection)
 
 
-def _rebuild_hours(first: datetime, stop: datetime) -> int:
-    """Replace the hour cells in [first, stop) (whole hours) with aggregates of the raw rows.
+def _hour_cells_sql(decisions: QuerySet) -> tuple[str, list[Any]]:
+    """SELECT the hour cells of `decisions`, grouped and summed by the database, as rollup columns.
 
-    One `INSERT … SELECT` whose SELECT is the ORM's grouped aggregate: no row goes through
-    Python (creating rollup objects in Python costs ~1 ms a cell).
+    The one definition of a cell's sums over raw rows (`_raw_aggregates`, mirroring `_measures`):
+    the rebuild and the PostgreSQL ingest both use it, so they cannot disagree. No row goes
+    through Python (creating rollup objects in Python costs ~1 ms a cell).
     """
     grouped = (
-        Decision.objects.filter(created_at__gte=first, created_at__lt=stop)
-        .annotate(hour=TruncHour("created_at", tzinfo=UTC), app=Coalesce("application_id", Value(0)),
-                  cb=_confidence_case())
-        .values("hour", "app", "route", "executor_model", "cb", "simulated")
+        decisions.annotate(b=TruncHour("created_at", tzinfo=UTC), app=Coalesce("application_id", Value(0)),
+                           cb=_confidence_case())
+        .values("b", "app", "route", "executor_model", "cb", "simulated")
         .order_by()
         .annotate(**{f"t_{m}": agg for m, agg in _raw_aggregates().items()})
     )
     select_sql, params = grouped.query.sql_with_params()
     q = connection.ops.quote_name
-    table = q(RollupHour._meta.db_table)
-    columns = ", ".join(q(c) for c in (*DIMENSIONS, *MEASURES))
-    values = ", ".join(["g.hour", "g.app", "g.route", "g.executor_model", "g.cb", "g.simulated",
-                        *(f"COALESCE(g.t_{m}, 0)" for m in MEASURES)])
+    values = ", ".join([
+        *(f"g.{alias} AS {q(column)}" for alias, column in zip(
+            ("b", "app", "route", "executor_model", "cb", "simulated"), DIMENSIONS, strict=True)),
+        *(f"COALESCE(g.t_{m}, 0) AS {q(m)}" for m in MEASURES),
+    ])
+    return f"SELECT {values} FROM ({select_sql}) g", list(params)
+
+
+def _day_cells_sql(hour_cells: str, *, day: str, where: str = "") -> str:
+    """SELECT day cells as the sums of hour cells (`hour_cells`: the hour table, or a set of its rows).
+
+    `day`: the day's bucket, either "%s" (all these hours are in that day) or an expression of
+    the hours' bucket (grouped on).
+    """
+    q = connection.ops.quote_name
+    dims = ", ".join(q(d) for d in DIMENSIONS if d != "bucket")
+    sums = ", ".join(f"SUM({q(m)})" for m in MEASURES)
+    group = dims if day == "%s" else f"{day}, {dims}"
+    return f"SELECT {day}, {dims}, {sums} FROM {hour_cells} {where} GROUP BY {group}"
+
+
+def _columns_sql() -> str:
+    return ", ".join(connection.ops.quote_name(c) for c in (*DIMENSIONS, *MEASURES))
+
+
+def _rebuild_hours(first: datetime, stop: datetime) -> int:
+    """Replace the hour cells in [first, stop) (whole hours) with aggregates of the raw rows."""
+    select_sql, params = _hour_cells_sql(Decision.objects.filter(created_at__gte=first, created_at__lt=stop))
+    table = connection.ops.quote_name(RollupHour._meta.db_table)
     with transaction.atomic():
         # Lock first: every insert that counted rows has committed them, none can start meanwhile.
-        _lock()
+        rollups_lock()
         RollupHour.objects.filter(bucket__gte=first, bucket__lt=stop).delete()
         with connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({select_sql}) g", params)
+            cursor.execute(f"INSERT INTO {table} ({_columns_sql()}) {select_sql}", params)
             return cursor.rowcount
 
 
 def _rebuild_day(day: datetime) -> int:
     q = connection.ops.quote_name
-    dims = [q(d) for d in DIMENSIONS if d != "bucket"]
-    sums = [f"SUM({q(m)})" for m in MEASURES]
-    sql = (
-        f"INSERT INTO {q(RollupDay._meta.db_table)} ({q('bucket')}, {', '.join(dims)}, "
-        f"{', '.join(q(m) for m in MEASURES)}) "
-        f"SELECT %s, {', '.join(dims)}, {', '.join(sums)} FROM {q(RollupHour._meta.db_table)} "
-        f"WHERE {q('bucket')} >= %s AND {q('bucket')} < %s GROUP BY {', '.join(dims)}"
-    )
+    hours = _day_cells_sql(q(RollupHour._meta.db_table), day="%s",
+                           where=f"WHERE {q('bucket')} >= %s AND {q('bucket')} < %s")
     with transaction.atomic():
-        _lock()
+        rollups_lock()
         RollupDay.objects.filter(bucket=day).delete()
         with connection.cursor() as cursor:
-            cursor.execute(sql, [_db_datetime(RollupDay, day), _db_datetime(RollupHour, day),
-                                 _db_datetime(RollupHour, day + timedelta(days=1))])
+            cursor.execute(f"INSERT INTO {q(RollupDay._meta.db_table)} ({_columns_sql()}) {hours}",
+                           [_db_datetime(RollupDay, day), _db_datetime(RollupHour, day),
+                            _db_datetime(RollupHour, day + timedelta(days=1))])
             return cursor.rowcount
 
 
@@ -370,3 +406,57 @@ def rollups_rebuild_all() -> int:
     RollupHour.objects.filter(bucket__lt=hour_of(first)).delete()
     RollupDay.objects.filter(bucket__lt=day_of(first)).delete()
     return rollups_rebuild(start=first, end=last + timedelta(microseconds=1))
+
+
+# ---- ingest on PostgreSQL: the rebuild's aggregate over the rows just stored ---------------------
+
+@functools.cache
+def _stored_upsert_template() -> tuple[str, tuple[Any, ...], tuple[int, int, int]]:
+    """`rollup_upsert_sql` compiled once (~50 ms of ORM expression resolution): the SQL, its
+    parameters, and where the lowest id, the highest id and the id array go among them."""
+    # Placeholders, found again among the compiled parameters by identity.
+    low: list[int] = []
+    high: list[int] = []
+    ids: list[int] = []
+    q = connection.ops.quote_name
+    pk = f"{q(Decision._meta.db_table)}.{q('id')}"
+    # The range lets the planner see how few rows these are (a primary-key range scan over the
+    # rows just stored); on its own, `= ANY(array)` can get a sequential scan of the whole table.
+    stored = Decision.objects.filter(RawSQL(f"{pk} BETWEEN %s AND %s AND {pk} = ANY(%s::bigint[])", (low, high, ids),
+                                            output_field=BooleanField()))
+    hour_cells, params = _hour_cells_sql(stored)
+    day_cells = _day_cells_sql("hour_cells", day=f"DATE_TRUNC('day', {q('bucket')})")
+    columns = _columns_sql()
+    sql = (
+        f"WITH hour_cells AS MATERIALIZED ({hour_cells}), "
+        f"hours AS (INSERT INTO {q(RollupHour._meta.db_table)} ({columns}) SELECT * FROM hour_cells "
+        f"{_on_conflict_add_sql(RollupHour)}) "
+        f"INSERT INTO {q(RollupDay._meta.db_table)} ({columns}) {day_cells} {_on_conflict_add_sql(RollupDay)}"
+    )
+    low_at, high_at, ids_at = (next(i for i, p in enumerate(params) if p is marker) for marker in (low, high, ids))
+    return sql, tuple(params), (low_at, high_at, ids_at)
+
+
+def rollup_upsert_sql(decision_ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """One statement (and its parameters) that adds the stored decisions `decision_ids` to the rollups.
+
+    Their hour cells are the rebuild's grouped aggregate (`_hour_cells_sql`) over these ids, their
+    day cells the sums of those hour cells (as `_rebuild_day` sums hours); each is added with
+    `INSERT … ON CONFLICT DO UPDATE SET x = x + excluded.x`. PostgreSQL only (`id = ANY(array)`).
+    """
+    sql, params, (low, high, ids) = _stored_upsert_template()
+    bound = list(params)
+    bound[low], bound[high] = min(decision_ids), max(decision_ids)
+    bound[ids] = "{" + ",".join(map(str, decision_ids)) + "}"  # a literal: psycopg adapts a list of 2,000 in ~1 ms
+    return sql, bound
+
+
+def rollups_apply_stored(*, decision_ids: Sequence[int]) -> None:
+    """Add decision rows this transaction has just stored to the hour and day rollups (PostgreSQL).
+
+    Call inside the inserting transaction, under `rollups_lock()`, after the rows are final
+    (early feedback copied on): the sums are read from the stored rows themselves.
+    """
+    if decision_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(*rollup_upsert_sql(decision_ids))

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import json
+import operator
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Field
 from django.utils import timezone
 
-from dashboard.services import rollups_apply, rollups_scores_apply
+from dashboard.services import rollups_apply, rollups_apply_stored, rollups_lock, rollups_scores_apply
 from routing.engine.dispatch import DecisionRecord
 
 from .limits import MAX_BUDGET
@@ -172,6 +178,150 @@ def policy_bootstrap() -> PolicyVersion:
     return policy
 
 
+def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> int:
+    """Store decision rows and count them in the dashboard rollups; return how many were stored.
+
+    A row whose request id is already stored, or repeated earlier in the batch, is skipped
+    (replays are safe; the first wins). A row whose application or policy version no longer
+    exists is kept with that link nulled. Feedback that arrived before its row is copied on.
+    The rollups count exactly the rows stored, so a rebuild reproduces them.
+    """
+    records = list(records)
+    if not records:
+        return 0
+    if connection.vendor == "postgresql":
+        try:
+            return _decisions_insert_postgres(records)
+        except IntegrityError:
+            # A link checked a moment ago vanished before the commit (a concurrent delete):
+            # once more, and the check now drops it.
+            return _decisions_insert_postgres(records)
+    return _decisions_insert_orm(records)
+
+
+# ---- PostgreSQL: COPY into a staging table, INSERT … SELECT, rollups in SQL --------------------
+
+STAGE_TABLE = "routing_decision_stage"
+
+
+@dataclass(frozen=True)
+class _Staging:
+    """How a batch is staged: every decision column but the id, the JSON ones as one JSON array
+    per row (`json_values`: one encoder call a row instead of one per column), and the SQL."""
+
+    fields: tuple[Field, ...]  # not JSON; those a `DecisionRecord` carries first
+    n_carried: int
+    json_fields: tuple[Field, ...]
+    encode: Callable[[Any], str]  # `json.dumps(value, cls=<the fields' encoder>)` without its per-call set-up
+    create_sql: str
+    copy_sql: str
+    insert_sql: str
+
+
+@functools.cache
+def _staging() -> _Staging:
+    q = connection.ops.quote_name
+    carried = {f.name for f in dataclasses.fields(DecisionRecord)}
+    columns = [f for f in Decision._meta.concrete_fields if not f.primary_key]
+    fields = sorted((f for f in columns if not isinstance(f, models.JSONField)), key=lambda f: f.attname not in carried)
+    json_fields = tuple(f for f in columns if isinstance(f, models.JSONField))
+    encoders = {f.encoder for f in json_fields}
+    if len(encoders) != 1:
+        raise ImproperlyConfigured("decision JSON fields with different encoders cannot share `json_values`")
+    # No constraints here: the decision table checks the rows as they go in.
+    create_sql = (
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (id bigint, "
+        + ", ".join(f"{q(f.column)} {f.db_type(connection)}" for f in fields)
+        + ", json_values jsonb) ON COMMIT DELETE ROWS"
+    )
+    copy_sql = f"COPY {STAGE_TABLE} (id, {', '.join(q(f.column) for f in fields)}, json_values) FROM STDIN"
+    # Links to rows that no longer exist are nulled (the ORM path retries without them); feedback
+    # that arrived before its row is copied on (the ORM path updates the rows after the insert);
+    # JSON null is SQL NULL, as the ORM stores None.
+    linked = {"application_id": Application, "policy_version_id": PolicyVersion}  # each joined as its column
+    select = [
+        f"{q(f.column)}.id" if f.column in linked
+        else f"COALESCE(s.{q(f.column)}, fb.{q('score')})" if f.name == "feedback_score"
+        else f"s.{q(f.column)}"
+        for f in fields
+    ]
+    select += [f"NULLIF(s.json_values -> {i}, 'null'::jsonb)" for i in range(len(json_fields))]
+    joins = " ".join(f"LEFT JOIN {q(model._meta.db_table)} {q(column)} ON {q(column)}.id = s.{q(column)}"
+                     for column, model in linked.items())
+    joins += (f" LEFT JOIN {q(Feedback._meta.db_table)} fb ON fb.{q('request_id')} = s.{q('request_id')} "
+              f"AND fb.{q('application_id')} = {q('application_id')}.id")
+    insert_sql = (
+        f"INSERT INTO {q(Decision._meta.db_table)} ({', '.join(q(f.column) for f in (*fields, *json_fields))}) "
+        f"SELECT {', '.join(select)} FROM {STAGE_TABLE} s {joins} "
+        "ORDER BY s.id ON CONFLICT (request_id) DO NOTHING RETURNING id"
+    )
+    return _Staging(tuple(fields), sum(f.attname in carried for f in fields), json_fields,
+                    (encoders.pop() or json.JSONEncoder)().encode, create_sql, copy_sql, insert_sql)
+
+
+def _stage_rows(staging: _Staging, records: list[DecisionRecord | dict[str, Any]]) -> Iterator[list[Any]]:
+    """Each record as COPY values: its position in the batch, the `fields`, the JSON array.
+
+    Values are what psycopg writes natively (UUID, aware datetime, Decimal, bool, numbers, text);
+    JSON is text from the field's encoder, as the ORM writes it. A dict goes through
+    `Decision(**values)` as on the ORM path (defaults, unknown names refused); a field a
+    `DecisionRecord` lacks gets its default.
+    """
+    fields, n_carried, json_fields, encode = staging.fields, staging.n_carried, staging.json_fields, staging.encode
+    carried = operator.attrgetter(*(f.attname for f in fields[:n_carried]))
+    others = fields[n_carried:]
+    fresh_defaults = any(f.has_default() and callable(f.default) for f in others)
+    defaults = [f.get_default() for f in others]
+    names = {f.name for f in dataclasses.fields(DecisionRecord)}
+    json_getters = [operator.attrgetter(f.attname) if f.attname in names else (lambda _, f=f: f.get_default())
+                    for f in json_fields]
+    time_slots = [i + 1 for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
+    for position, record in enumerate(records):
+        if isinstance(record, DecisionRecord):
+            values = [position, *carried(record), *([f.get_default() for f in others] if fresh_defaults else defaults),
+                      encode([get(record) for get in json_getters])]
+        else:
+            row = Decision(**record)
+            values = [position, *(getattr(row, f.attname) for f in fields),
+                      encode([getattr(row, f.attname) for f in json_fields])]
+        for i in time_slots:
+            if isinstance(values[i], datetime) and timezone.is_naive(values[i]):
+                values[i] = timezone.make_aware(values[i])  # as the ORM reads a naive time (with a warning)
+        yield values
+
+
+def _decisions_insert_postgres(records: list[DecisionRecord | dict[str, Any]]) -> int:
+    """1. COPY the batch into a per-connection temporary staging table (created here when this
+       connection has none yet, so that reconnecting is harmless; emptied at commit);
+    2. take the rollup lock (a rebuild never sees half of an insert);
+    3. INSERT … SELECT … ORDER BY position ON CONFLICT (request_id) DO NOTHING RETURNING id,
+       early feedback joined on: exactly the rows stored, no separate look-up of known ids (a
+       repeat inside the batch conflicts with the row an earlier position just stored: the first
+       wins);
+    4. add those rows, as stored, to the hour and day rollups with the rebuild's own aggregate
+       (`dashboard.services.rollups_apply_stored`).
+    All in one transaction: a failure leaves neither rows nor rollup increments.
+    """
+    staging = _staging()
+    nested = connection.in_atomic_block  # then the commit that empties the staging table comes later
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(staging.create_sql)
+        if nested:
+            cursor.execute(f"TRUNCATE {STAGE_TABLE}")  # rows an earlier call staged in the caller's transaction
+        # Django's wrapper has no COPY: its psycopg cursor does, on the same connection and transaction
+        # (errors raised as Django's, as for any statement).
+        with connection.wrap_database_errors, cursor.cursor.copy(staging.copy_sql) as copy:
+            for row in _stage_rows(staging, records):
+                copy.write_row(row)
+        rollups_lock()
+        cursor.execute(staging.insert_sql)
+        ids = [row[0] for row in cursor.fetchall()]
+        rollups_apply_stored(decision_ids=ids)
+    return len(ids)
+
+
+# ---- other databases (SQLite): the ORM ----------------------------------------------------------
+
 def _decision_rows(records: Iterable[DecisionRecord | dict[str, Any]]) -> list[Decision]:
     rows = []
     for record in records:
@@ -180,14 +330,12 @@ def _decision_rows(records: Iterable[DecisionRecord | dict[str, Any]]) -> list[D
     return rows
 
 
-def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> int:
-    """Insert decision rows; a row whose request id is already stored is skipped (replays are safe)."""
+def _decisions_insert_orm(records: list[DecisionRecord | dict[str, Any]]) -> int:
+    """`rollups_apply` counts the rows the `bulk_create(ignore_conflicts=True)` after it will store."""
     rows = _decision_rows(records)
-    if not rows:
-        return 0
     try:
         with transaction.atomic():
-            rollups_apply(rows)  # dashboard rollups: counts only the rows this insert stores
+            stored = rollups_apply(rows)  # dashboard rollups: counts only the rows this insert stores
             Decision.objects.bulk_create(rows, ignore_conflicts=True)
     except IntegrityError:
         # A foreign key that vanished (deleted application or policy): keep the row, drop the link.
@@ -197,7 +345,7 @@ def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> i
                 None if not PolicyVersion.objects.filter(pk=row.policy_version_id).exists() else row.policy_version_id
             )
         with transaction.atomic():
-            rollups_apply(rows)  # dashboard rollups: counts only the rows this insert stores
+            stored = rollups_apply(rows)  # dashboard rollups: counts only the rows this insert stores
             Decision.objects.bulk_create(rows, ignore_conflicts=True)
     # Feedback can arrive before the row is written: copy it on.
     ids = [row.request_id for row in rows]
@@ -205,4 +353,4 @@ def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> i
         Decision.objects.filter(
             request_id=fb.request_id, application_id=fb.application_id, feedback_score__isnull=True
         ).update(feedback_score=fb.score)
-    return len(rows)
+    return stored
