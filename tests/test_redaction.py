@@ -8,6 +8,7 @@ default) they keep the prompt exactly as sent.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -19,11 +20,24 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from routing.redaction import iban_valid, luhn_valid, redact, redact_for_storage
 
+
+def fake_secret(prefix: str, length: int = 24, *, upper: bool = False) -> str:
+    """A random key-shaped string made at run time: no key-like literal is kept in the repository."""
+    body = secrets.token_hex(length)[:length]
+    return prefix + (body.upper() if upper else body)
+
+
+OPENAI_LIKE = fake_secret("sk-proj-")
+ANTHROPIC_LIKE = fake_secret("sk-ant-api03-")
+GATEWAY_LIKE = fake_secret("rgw_" + secrets.token_hex(4) + "_")
+AWS_LIKE = fake_secret("AKIA", 16, upper=True)
+GOOGLE_LIKE = fake_secret("AIza", 35)
+
 PII_PROMPT = ("I'm jane.doe@example.com, card 4111 1111 1111 1111, IBAN GB82 WEST 1234 5698 7654 32, "
               "call me on +44 20 7946 0958, my server is 10.0.12.7 and my key is "
-              "sk-proj-abcdefghijklmnopqrstuvwx0123. What is the capital of Peru?")
+              f"{OPENAI_LIKE}. What is the capital of Peru?")
 PII = ["jane.doe@example.com", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "+44 20 7946 0958",
-       "10.0.12.7", "sk-proj-abcdefghijklmnopqrstuvwx0123"]
+       "10.0.12.7", OPENAI_LIKE]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -35,12 +49,12 @@ PII = ["jane.doe@example.com", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 
     ("IBAN GB82WEST12345698765432", "IBAN [IBAN]"),
     ("from 192.168.1.20 to 8.8.8.8", "from [IP] to [IP]"),
     ("ring +1-202-555-0173 or (555) 123-4567 or 020 7946 0958", "ring [PHONE] or [PHONE] or [PHONE]"),
-    ("OPENAI_API_KEY=sk-proj-Abc123Def456Ghi789Jkl0", "OPENAI_API_KEY=[SECRET]"),
-    ("x-api-key: sk-ant-api03-AbCdEfGhIjKlMnOpQrStUv", "x-api-key: [SECRET]"),
-    ("use rgw_0a1b2c3d_AbCdEfGhIjKlMnOpQrStUvWxYz please", "use [SECRET] please"),
+    (f"OPENAI_API_KEY={OPENAI_LIKE}", "OPENAI_API_KEY=[SECRET]"),
+    (f"x-api-key: {ANTHROPIC_LIKE}", "x-api-key: [SECRET]"),
+    (f"use {GATEWAY_LIKE} please", "use [SECRET] please"),
     ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abcdefghijklmnop", "Authorization: [SECRET]"),
-    ("aws AKIAIOSFODNN7EXAMPLE", "aws [SECRET]"),
-    ("gemini AIzaSyA-1234567890abcdefghijklmnopqrstu", "gemini [SECRET]"),
+    (f"aws {AWS_LIKE}", "aws [SECRET]"),
+    (f"gemini {GOOGLE_LIKE}", "gemini [SECRET]"),
 ])
 def test_each_kind_of_pii_and_secret_is_replaced(text, expected):
     assert redact(text) == expected

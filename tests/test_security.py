@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,12 @@ from tests.conftest import flush_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Random provider keys made at run time (never a key-shaped literal in the repository): the
+# gateway is configured with them and must never let them out.
 PROVIDER_SECRETS = {
-    "OPENAI_API_KEY": "sk-proj-OPENAISECRET0123456789abcdefXYZ",
-    "ANTHROPIC_API_KEY": "sk-ant-api03-ANTHROPICSECRET0123456789abcdef",
-    "GEMINI_API_KEY": "AIzaGEMINISECRET0123456789abcdefghijk",
+    "OPENAI_API_KEY": "sk-proj-" + secrets.token_hex(16),
+    "ANTHROPIC_API_KEY": "sk-ant-api03-" + secrets.token_hex(16),
+    "GEMINI_API_KEY": "AIza" + secrets.token_hex(18),
 }
 SDK_LOGGERS = ("", "openai", "anthropic", "google_genai", "google", "httpx", "httpx2", "httpcore", "routing",
                "audits", "django", "django.request", "uvicorn")

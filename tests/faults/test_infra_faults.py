@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -354,7 +355,7 @@ def test_requests_are_served_or_fail_fast_while_postgres_is_down_and_no_decision
     # A key this process never saw cannot be checked: a fast 503 that says when to retry.
     t0 = time.monotonic()
     unknown = httpx.post(f"{gateway.url}/api/v1/complete", json={"message": "hi"}, timeout=10,
-                         headers={"authorization": "Bearer rgw_00000000_unknownunknownunknownunknown"})
+                         headers={"authorization": f"Bearer rgw_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"})
     unknown_s = time.monotonic() - t0
     time.sleep(2.5)
     pg.resume()
