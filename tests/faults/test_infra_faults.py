@@ -85,7 +85,33 @@ def base_env(tmp_path: Path, emu_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-class GatewayProcess:
+class LoggedProcess:
+    """A subprocess whose output goes to a log file: read it, stop it (SIGTERM, then SIGKILL)."""
+
+    log: Path
+    proc: subprocess.Popen
+    _fh: Any
+
+    def output(self) -> str:
+        if not self._fh.closed:
+            self._fh.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._fh.close()
+
+
+class GatewayProcess(LoggedProcess):
     """`uvicorn config.asgi:application` in a subprocess, on a free loopback port."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
@@ -107,24 +133,6 @@ class GatewayProcess:
                 return False
         assert wait_until(up, timeout, 0.2), f"gateway did not start:\n{self.output()}"
         return self
-
-    def output(self) -> str:
-        if not self._fh.closed:
-            self._fh.flush()
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        self.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._fh.close()
 
 
 @dataclass
@@ -190,7 +198,7 @@ def processes() -> Iterator[list[Any]]:
         proc.stop()
 
 
-class WorkerProcess:
+class WorkerProcess(LoggedProcess):
     """`celery -A config worker` (solo pool) on this test's own queue, in a subprocess."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
@@ -209,27 +217,9 @@ class WorkerProcess:
         assert wait_until(ready, timeout, 0.2), f"worker did not start:\n{self.output()}"
         return self
 
-    def output(self) -> str:
-        if not self._fh.closed:
-            self._fh.flush()
-        return self.log.read_text(errors="replace")[-4000:]
-
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        self.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._fh.close()
 
 
 def timed_get(url: str) -> tuple[float, int, dict[str, Any]]:
