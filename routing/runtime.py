@@ -60,23 +60,24 @@ def provider_configs() -> dict[str, ProviderConfig]:
     """Real credentials where a key is set; otherwise the loopback emulator, marked simulated."""
     timeout = float(settings.PROVIDER_TIMEOUT_S)
     backend = settings.PROVIDER_HTTP_BACKEND
+    keepalive = settings.PROVIDER_KEEPALIVE_MS / 1000
     configs: dict[str, ProviderConfig] = {}
     for name, (key_setting, url_setting, emulator_suffix) in PROVIDER_KEYS.items():
         key = getattr(settings, key_setting)
         if key:
             configs[name] = ProviderConfig(api_key=key, base_url=getattr(settings, url_setting), timeout_s=timeout,
-                                           http_backend=backend)
+                                           http_backend=backend, keepalive_s=keepalive)
         else:
             configs[name] = ProviderConfig(
                 api_key="emulated", base_url=settings.EMULATOR_URL + emulator_suffix, simulated=True, timeout_s=timeout,
-                http_backend=backend,
+                http_backend=backend, keepalive_s=keepalive,
             )
     if settings.OPENAI_COMPATIBLE_BASE_URL:
         configs["openai_compatible"] = ProviderConfig(
             api_key=settings.OPENAI_COMPATIBLE_API_KEY or "none",
             base_url=settings.OPENAI_COMPATIBLE_BASE_URL,
             timeout_s=timeout,
-            http_backend=backend,
+            http_backend=backend, keepalive_s=keepalive,
         )
     configs["guardrail"] = ProviderConfig(api_key="")
     return configs
@@ -362,6 +363,12 @@ class Runtime:
             providers = {name: build_provider(name, cfg) for name, cfg in provider_configs().items()}
             self._providers[loop] = providers
         return providers
+
+    async def close_providers(self) -> None:
+        """Close the providers built for the running event loop (their connection pools)."""
+        providers = self._providers.pop(asyncio.get_running_loop(), None) or {}
+        for provider in providers.values():
+            await provider.aclose()
 
     async def gateway(self) -> Gateway:
         catalog, policy = await self.ensure_config()

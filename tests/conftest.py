@@ -7,6 +7,7 @@ is monkeypatched. Tests that go through the decision-log writer thread use
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -109,13 +110,22 @@ class LiveGateway:
         self._server = uvicorn.Server(
             uvicorn.Config(application, log_level="warning", access_log=False, lifespan="off", backlog=4096)
         )
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(sock),), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             assert time.monotonic() < deadline, "gateway did not start"
             time.sleep(0.01)
         return self
+
+    async def _serve(self, sock: socket.socket) -> None:
+        from routing.runtime import get_runtime
+
+        assert self._server is not None
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            await get_runtime().close_providers()  # this loop's provider connection pools
 
     def stop(self) -> None:
         if self._server is not None:

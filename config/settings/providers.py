@@ -26,3 +26,7 @@ PROVIDER_TIMEOUT_S = env_int("PROVIDER_TIMEOUT_S", 120, minimum=1)
 PROVIDER_HTTP_BACKEND = env_str("PROVIDER_HTTP_BACKEND", "aiohttp")
 if PROVIDER_HTTP_BACKEND not in ("aiohttp", "httpx"):
     raise ImproperlyConfigured(f"PROVIDER_HTTP_BACKEND must be aiohttp or httpx, not {PROVIDER_HTTP_BACKEND!r}")
+# Milliseconds an idle connection to a provider is kept for reuse. Below the servers' own idle
+# timeout (5 s for uvicorn/gunicorn) a request rarely meets a connection being closed under it;
+# when one does, it is retried at once on a fresh connection.
+PROVIDER_KEEPALIVE_MS = env_int("PROVIDER_KEEPALIVE_MS", 4000, minimum=0, maximum=600_000)

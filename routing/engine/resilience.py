@@ -127,6 +127,8 @@ class RetryPolicy:
         """
         if not error.retryable or attempt >= self.max_attempts:
             return None
+        if error.kind == "disconnected" and attempt == 1:
+            return 0.0  # a pooled connection closed under the request: a fresh one, at once
         if error.retry_after is not None:
             if error.retry_after > self.retry_after_cap_s:
                 return None
@@ -277,7 +279,7 @@ class Attempt:
     model: str
     outcome: str
     status: int | None = None
-    error: str = ""  # error kind: error, timeout, connection, malformed, deadline, circuit_open, ...
+    error: str = ""  # error kind: error, timeout, connection, disconnected, malformed, deadline, circuit_open, ...
     ms: float = 0.0
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = field(default_factory=lambda: quantize(Decimal(0)))
@@ -367,9 +369,18 @@ class Calls:
         return attempt
 
     @staticmethod
-    def judge(breaker: CircuitBreaker | None, error: BaseException | None) -> None:
-        """Tell the breaker what a call says about the provider's health."""
+    def judge(breaker: CircuitBreaker | None, error: BaseException | None, *, first_attempt: bool = False) -> None:
+        """Tell the breaker what a call says about the provider's health.
+
+        A first attempt whose connection was closed before any answer ("disconnected") says
+        nothing yet: a burst of requests on keep-alive connections the server had just closed
+        would otherwise open the circuit at once. Its immediate retry on a fresh connection is
+        judged as usual.
+        """
         if breaker is None:
+            return
+        if first_attempt and isinstance(error, ProviderError) and error.kind == "disconnected":
+            breaker.release()
             return
         if error is None:
             breaker.success()
@@ -439,7 +450,7 @@ class Calls:
                     error = DeadlineExceeded(f"{provider}: no answer before the deadline", provider=provider)
                 self.log(role, provider, model, started=started, outcome=outcome_of(error), error=error,
                          price=price, retry=attempt > 1)
-                self.judge(breaker, error)
+                self.judge(breaker, error, first_attempt=attempt == 1)
                 wait = self.retry_delay(error, attempt, budget)
                 if breaker is not None and breaker.state == OPEN:
                     wait = None  # this failure opened the circuit: no retry, the fallback's turn

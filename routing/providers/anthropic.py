@@ -25,6 +25,7 @@ from .base import (
     StreamDelta,
     StructuredResult,
     sdk_error,
+    sdk_http_client,
     stream_broken,
 )
 
@@ -51,7 +52,7 @@ class AnthropicProvider(ChatProvider):
         # Our gateway owns retries (one layer only), so the SDK's are off.
         self.client = anthropic.AsyncAnthropic(
             api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s,
-            http_client=anthropic.DefaultAioHttpClient(timeout=config.timeout_s) if config.http_backend == "aiohttp" else None,
+            http_client=sdk_http_client(anthropic, config),
         )
 
     def _error(self, exc: Exception) -> ProviderError:

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
+
 from routing.engine.pricing import Usage
 
 
@@ -32,6 +34,10 @@ class ProviderConfig:
     # The SDKs' HTTP transport: "aiohttp" (their documented `DefaultAioHttpClient`, the `aiohttp`
     # extra) or "httpx" (their default). See PROVIDER_HTTP_BACKEND.
     http_backend: str = "httpx"
+    # Seconds an idle pooled connection is kept for reuse; shorter than the servers' own idle
+    # timeouts (5 s for uvicorn and gunicorn) so that a request rarely meets a connection the
+    # server is closing at that moment. See PROVIDER_KEEPALIVE_S.
+    keepalive_s: float = 4.0
 
 
 @dataclass
@@ -128,11 +134,51 @@ def status_error(provider: str, status: int, headers: Any = None) -> ProviderErr
     )
 
 
+def sdk_http_client(sdk: Any, config: ProviderConfig) -> Any:
+    """The SDK's own documented HTTP client for `config.http_backend`, with our pool limits.
+
+    `DefaultAioHttpClient` / `DefaultAsyncHttpxClient` keep the SDK's defaults (1,000
+    connections, 100 kept idle); only the idle expiry is ours (`config.keepalive_s`).
+    """
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=config.keepalive_s)
+    factory = sdk.DefaultAioHttpClient if config.http_backend == "aiohttp" else sdk.DefaultAsyncHttpxClient
+    return factory(timeout=config.timeout_s, limits=limits)
+
+
+def closed_before_answer(exc: BaseException) -> bool:
+    """Did the server close the connection after taking the request, before any answer?
+
+    That is how a pooled keep-alive connection that the server closed at the same moment fails:
+    aiohttp's `ServerDisconnectedError` (or `ClientOSError` when the request could not be
+    written), httpcore's "Server disconnected without sending a response", or a reset socket
+    (the request reached a connection the server had closed). The SDKs wrap it
+    (the aiohttp transport even as a connect *timeout*), so the cause chain is searched.
+    """
+    seen = exc.__cause__ or exc.__context__
+    for _ in range(6):
+        if seen is None:
+            return False
+        name = type(seen).__name__
+        if name in ("ServerDisconnectedError", "ClientOSError"):
+            return True
+        if name == "RemoteProtocolError" and "without sending a response" in str(seen):
+            return True
+        if isinstance(seen, (ConnectionResetError, BrokenPipeError)):  # the request met a closed socket
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def sdk_error(exc: Exception, *, provider: str, sdk: Any) -> ProviderError:
     """Map an `anthropic` or `openai` SDK exception (they share class names) to a ProviderError.
 
-    `APITimeoutError` subclasses `APIConnectionError` in both SDKs, so it is checked first.
+    `APITimeoutError` subclasses `APIConnectionError` in both SDKs, so it is checked first,
+    after a connection the server closed before answering (kind "disconnected": retried at once
+    on a fresh connection, see `RetryPolicy.delay`).
     """
+    if isinstance(exc, sdk.APIConnectionError) and closed_before_answer(exc):
+        return ProviderError(f"{provider}: connection closed before an answer", provider=provider, retryable=True,
+                             kind="disconnected")
     if isinstance(exc, sdk.APITimeoutError):
         return ProviderError(f"{provider}: timeout", provider=provider, retryable=True, kind="timeout")
     if isinstance(exc, sdk.APIStatusError):

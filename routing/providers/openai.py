@@ -23,6 +23,7 @@ from .base import (
     StreamDelta,
     StructuredResult,
     sdk_error,
+    sdk_http_client,
     stream_broken,
 )
 
@@ -54,7 +55,7 @@ class OpenAIProvider(ChatProvider):
         super().__init__(config)
         self.client = openai.AsyncOpenAI(
             api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s,
-            http_client=openai.DefaultAioHttpClient(timeout=config.timeout_s) if config.http_backend == "aiohttp" else None,
+            http_client=sdk_http_client(openai, config),
         )
 
     def _error(self, exc: Exception) -> ProviderError:

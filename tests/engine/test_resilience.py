@@ -298,6 +298,35 @@ async def test_a_4xx_does_not_count_against_the_circuit():
     assert registry.get("p", "m").state == CLOSED
 
 
+def disconnected() -> ProviderError:
+    return ProviderError("p: connection closed before an answer", provider="p", retryable=True, kind="disconnected")
+
+
+def test_a_connection_closed_before_an_answer_is_retried_at_once_then_with_backoff():
+    policy = RetryPolicy(base_s=0.2)
+    rng = random.Random(3)
+    assert policy.delay(disconnected(), 1, remaining=60.0, rng=rng) == 0.0
+    second = [policy.delay(disconnected(), 2, remaining=60.0, rng=rng) for _ in range(50)]
+    assert all(0.0 <= wait <= 0.4 for wait in second) and max(second) > 0.2  # the usual backoff of a 2nd retry
+    assert policy.delay(disconnected(), 3, remaining=60.0) is None  # max_attempts still holds
+
+
+async def test_a_first_attempt_closed_before_an_answer_does_not_count_against_the_circuit_but_its_retry_does():
+    clock = Clock()
+    registry = BreakerRegistry(failures=1, cooldown_s=30.0, clock=clock)
+    calls, sleeper = make_calls(clock, breakers=registry)
+    fn, made = failing_then_ok([disconnected()])
+    await calls.call(fn, role="executor", provider="p", model="m", limit=30.0)
+    assert len(made) == 2 and sleeper.waits == [0.0] and registry.get("p", "m").state == CLOSED
+    assert [(a.outcome, a.error, a.retry) for a in calls.attempts] == [
+        ("error", "disconnected", False), ("ok", "", True)]
+
+    fn, made = failing_then_ok([disconnected(), disconnected()])  # a fresh connection closed too: a real failure
+    with pytest.raises(ProviderError):
+        await calls.call(fn, role="executor", provider="p", model="m", limit=30.0)
+    assert len(made) == 2 and registry.get("p", "m").state == OPEN
+
+
 def test_a_nested_deadline_never_outlives_its_parent():
     clock = Clock()
     outer = Deadline(2.0, clock=clock)

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy that injects infrastructure faults (PostgreSQL, Redis, RabbitMQ) for tests.
+"""A loopback TCP proxy that injects network faults (PostgreSQL, Redis, RabbitMQ, providers) for tests.
 
 Put it between a process and a real server (`DATABASE_URL`/`CELERY_BROKER_URL` point at the
 proxy's port) and switch modes while traffic flows; the real server is never touched:
@@ -9,6 +9,7 @@ proxy's port) and switch modes while traffic flows; the real server is never tou
     proxy.blackhole()   # new connections are accepted but never forwarded, and existing ones
                         # stall (bytes are held, not lost): a hung or unreachable server
     proxy.resume()      # back to pass: stalled connections flow again, held ones are closed
+    proxy.close_on_request(n)  # the next n requests are read, then their connection is closed
     proxy.stop()
 
 `cut()` is `refuse()` + `drop()` (the server is down); `hang()` is `blackhole()` + `drop()`
@@ -50,6 +51,8 @@ class _Link:
                 data = src.recv(65536)
                 if not data:
                     break
+                if src is self.client and self.proxy._take_close_on_request():
+                    return  # the request was read and never forwarded; `finally` closes both ends
                 # A stall holds the bytes here until resume() (or until the link is dropped).
                 while not self.proxy._flowing.wait(0.05):
                     if self.closed.is_set():
@@ -80,6 +83,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._links: set[_Link] = set()
         self._held: list[socket.socket] = []  # black-holed: accepted, never forwarded
+        self._close_next = 0  # close_on_request(): requests still to be answered by a close
+        self._closed_on_request = 0
         self._flowing = threading.Event()
         self._flowing.set()
         self._listener: socket.socket | None = None
@@ -144,6 +149,25 @@ class FaultProxy:
         """The server is unreachable: existing connections are dropped, new ones hang."""
         self.blackhole()
         self.drop()
+
+    def close_on_request(self, n: int) -> None:
+        """The next `n` requests (data from a client, on any connection) are read and answered by
+        closing the connection: a keep-alive connection the server closed as the request came."""
+        with self._lock:
+            self._close_next = n
+
+    @property
+    def closed_on_request(self) -> int:
+        with self._lock:
+            return self._closed_on_request
+
+    def _take_close_on_request(self) -> bool:
+        with self._lock:
+            if self._close_next <= 0:
+                return False
+            self._close_next -= 1
+            self._closed_on_request += 1
+            return True
 
     def resume(self) -> None:
         """Forward again: stalled connections flow; black-holed ones are closed (clients reconnect)."""

@@ -21,6 +21,7 @@ import pytest
 from routing.metrics import REGISTRY
 from routing.models import Decision, PolicyVersion
 from tests.conftest import flush_log
+from tests.faults.faultproxy import FaultProxy
 from tests.faults.ledger import assert_ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -283,3 +284,43 @@ def test_the_anthropic_dialect_gets_the_same_statuses_as_its_own_error_type(gw, 
     assert caught.value.status_code == 504
     assert caught.value.body["error"]["type"] == "api_error"
     assert "deadline" in caught.value.body["error"]["message"]
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+def test_requests_on_keep_alive_connections_the_provider_closed_are_retried_at_once_and_leave_the_circuit_closed(
+        gw, api_key, emu, runtime, settings, backend):
+    """A burst of requests meets pooled connections the provider closed as the requests came (the
+    keep-alive race): each is retried on a fresh connection, none opens the circuit or falls back."""
+    n = 8
+    settings.GATEWAY_BREAKER_FAILURES = 3  # fewer than the burst: counted as failures, they would open it
+    settings.PROVIDER_HTTP_BACKEND = backend
+    with FaultProxy("127.0.0.1", int(emu.url.rsplit(":", 1)[1])) as proxy:
+        settings.EMULATOR_URL = f"http://{proxy.address}"  # the gateway's providers are built on first use
+        runtime.invalidate()
+        client = openai.AsyncOpenAI(api_key=api_key, base_url=gw.url + "/v1", max_retries=0, timeout=60)
+
+        async def burst(tag: str) -> list[tuple[str, str]]:
+            async def one(i: int) -> tuple[str, str]:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=HAIKU, messages=[{"role": "user", "content": f"Capital of {CAPITALS[i]}? ({tag})"}])
+                return raw.headers["x-request-id"], raw.parse().model
+            return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+        async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+            warm = await burst("warm-up")  # n pooled connections to the provider, kept alive
+            proxy.close_on_request(n)
+            return warm, await burst("after the close")
+
+        stats_before = emu.stats()
+        warm, served = asyncio.run(scenario())
+        assert proxy.closed_on_request == n and proxy.accepted >= n
+
+    assert [model for _, model in warm + served] == [HAIKU] * (2 * n), "no fallback, no error"
+    assert circuit("anthropic", HAIKU) == 0
+    rows = [row(request_id) for request_id, _ in served]
+    dropped = [a for r in rows for a in r.attempt_log if a["error"] == "disconnected"]
+    assert len(dropped) == n and all(Decimal(a["cost"]) == 0 for a in dropped)
+    assert [(r.status, r.attempt_log[-1]["model"], r.attempt_log[-1]["outcome"]) for r in rows] == [
+        ("ok", HAIKU, "ok")] * n
+    assert sum(r.retries for r in rows) == n
+    assert_ledger([request_id for request_id, _ in warm + served], stats_before, emu.stats())
