@@ -52,3 +52,16 @@ def test_check_deploy_is_clean_under_production_settings():
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("tuning, frozen, thresholds", [("1", True, "(20000, 50, 100)"), ("0", False, "(700, 10, 10)")])
+def test_the_asgi_application_freezes_startup_objects_out_of_the_collector_unless_told_not_to(
+        tuning, frozen, thresholds):
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG"}}
+    clean.update({"SECRET_KEY": "x", "VAR_DIR": "var/test", "GATEWAY_GC_TUNING": tuning})
+    result = subprocess.run(
+        [sys.executable, "-c", "import gc, config.asgi; print(gc.get_freeze_count(), gc.get_threshold())"],
+        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count, _, threshold = result.stdout.strip().partition(" ")
+    assert (int(count) > 10_000) is frozen and threshold == thresholds

@@ -5,6 +5,9 @@ from config.env import env_bool, env_int, env_str, env_url
 from .core import VAR_DIR
 
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Freeze the objects alive after startup out of the garbage collector's walks and make its
+# collections rarer (config/asgi.py `tune_gc`); 0 keeps Python's defaults.
+GATEWAY_GC_TUNING = env_bool("GATEWAY_GC_TUNING", True)
 GATEWAY_MAX_JSON_DEPTH = env_int("GATEWAY_MAX_JSON_DEPTH", 32, minimum=4)
 GATEWAY_CONFIG_REFRESH_S = env_int("GATEWAY_CONFIG_REFRESH_MS", 1000, minimum=0) / 1000
 # A revoked key is refused by every process within this bound (issue 7: "within one second").
