@@ -71,7 +71,7 @@ class AnthropicProvider(ChatProvider):
     async def complete(self, *, model, system, messages, max_tokens, timeout) -> Completion:
         # The hot path: the SDK's own client (auth, base URL, errors, timeout), asked for the JSON
         # as is (`cast_to=object`) rather than a typed `Message`, which costs more CPU than the
-        # rest of the gateway's routing; `messages.create` serves streams and structured output.
+        # rest of the gateway's routing; `messages.create` serves structured output.
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": self._messages(messages)}
         if system:
             body["system"] = self._system(system)
@@ -92,29 +92,35 @@ class AnthropicProvider(ChatProvider):
         )
 
     async def stream(self, *, model, system, messages, max_tokens, timeout) -> AsyncIterator[StreamDelta]:
+        # As in `complete`: the SDK's own client and its own SSE stream (`AsyncStream`, which also
+        # raises the provider's `error` events), each event taken as JSON rather than a typed model.
+        body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": self._messages(messages),
+                                "stream": True}
+        if system:
+            body["system"] = self._system(system)
         input_usage: Any = None
         output_tokens = 0
         version = model
         finish = "stop"
         try:
-            events = await self.client.messages.create(
-                model=model,
-                max_tokens=max_tokens,
-                system=self._system(system),
-                messages=self._messages(messages),
-                stream=True,
-                timeout=timeout,
-            )
+            events = await self.client.post("/v1/messages", body=body, cast_to=object, stream=True,
+                                            stream_cls=anthropic.AsyncStream[object], options={"timeout": timeout})
             async for event in events:
-                if event.type == "message_start":
-                    input_usage = event.message.usage
-                    version = event.message.model
+                if not isinstance(event, dict):
+                    continue
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    if delta.get("type") == "text_delta":
+                        yield StreamDelta(text=delta.get("text") or "")
+                elif kind == "message_start":
+                    message = event.get("message") or {}
+                    input_usage = JsonFields(message.get("usage") or {})
+                    version = message.get("model") or version
                     yield StreamDelta(usage=dataclasses.replace(usage_from_anthropic(input_usage), output_tokens=0))
-                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    yield StreamDelta(text=event.delta.text)
-                elif event.type == "message_delta":
-                    output_tokens = event.usage.output_tokens or 0
-                    finish = _STOP.get(event.delta.stop_reason or "", "stop")
+                elif kind == "message_delta":
+                    output_tokens = (event.get("usage") or {}).get("output_tokens") or 0
+                    finish = _STOP.get((event.get("delta") or {}).get("stop_reason") or "", "stop")
         except anthropic.AnthropicError as exc:
             raise self._error(exc) from exc
         except Exception as exc:  # noqa: BLE001 - the transport's own errors surface mid-stream

@@ -70,7 +70,7 @@ class OpenAIProvider(ChatProvider):
     async def complete(self, *, model, system, messages, max_tokens, timeout) -> Completion:
         # The hot path: the SDK's own client (auth, base URL, errors, timeout), asked for the JSON
         # as is (`cast_to=object`) rather than a typed `ChatCompletion`, which costs more CPU than
-        # the rest of the gateway's routing; `chat.completions.create` serves streams and structured output.
+        # the rest of the gateway's routing; `chat.completions.create` serves structured output.
         body = {"model": model, "messages": self._messages(system, messages), "max_completion_tokens": max_tokens}
         try:
             response = await self.client.post("/chat/completions", body=body, cast_to=object,
@@ -90,27 +90,31 @@ class OpenAIProvider(ChatProvider):
         )
 
     async def stream(self, *, model, system, messages, max_tokens, timeout) -> AsyncIterator[StreamDelta]:
+        # As in `complete`: the SDK's own client and its own SSE stream (`AsyncStream`, which also
+        # raises error events), each chunk taken as JSON rather than a typed `ChatCompletionChunk`.
+        body = {"model": model, "messages": self._messages(system, messages), "max_completion_tokens": max_tokens,
+                "stream": True, "stream_options": {"include_usage": True}}
         usage = Usage()
         version = model
         finish = "stop"
         try:
-            chunks = await self.client.chat.completions.create(
-                model=model,
-                messages=self._messages(system, messages),
-                max_completion_tokens=max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-                timeout=timeout,
-            )
+            chunks = await self.client.post("/chat/completions", body=body, cast_to=object, stream=True,
+                                            stream_cls=openai.AsyncStream[object], options={"timeout": timeout})
             async for chunk in chunks:
-                version = chunk.model or version
-                if chunk.usage is not None:
-                    usage = usage_from_openai(chunk.usage)
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        yield StreamDelta(text=choice.delta.content)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                if not isinstance(chunk, dict):
+                    continue
+                version = chunk.get("model") or version
+                reported = chunk.get("usage")
+                if isinstance(reported, dict):
+                    usage = usage_from_openai(JsonFields(reported))
+                for choice in chunk.get("choices") or ():
+                    if not isinstance(choice, dict):
+                        continue
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        yield StreamDelta(text=content)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         except Exception as exc:  # noqa: BLE001 - the transport's own errors surface mid-stream
