@@ -20,6 +20,7 @@ phase, divided by the requests. The load generator is a separate process (raw HT
 keep-alive, uvloop); its own CPU per request is printed beside the table.
 
     .venv/bin/python bench/bench_vs_litellm.py [--requests 500] [--concurrency 1,16,64] [--workers 1]
+    .venv/bin/python bench/bench_vs_litellm.py --no-litellm --variant GATEWAY_GC_TUNING=0   # an A/B of a setting
 """
 
 from __future__ import annotations
@@ -147,11 +148,18 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each gateway")
     parser.add_argument("--modes", default="plain,stream")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                        help="also run our gateway with this setting changed (its own process, the same database), "
+                             "as extra cases in the same run: an A/B of a setting, e.g. GATEWAY_GC_TUNING=0")
+    parser.add_argument("--no-litellm", action="store_true", help="our gateway only (an A/B run with --variant)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12",
                         help="our gateway's cache and Celery broker (a dedicated index, flushed); 'none' for in-process")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/gateway_bench_gw",
                         help="throwaway database for our gateway (dropped and recreated); 'sqlite' for a file")
     args = parser.parse_args()
+    for variant in args.variant:
+        if "=" not in variant:
+            parser.error(f"--variant takes KEY=VALUE, not {variant!r}")
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = args.modes.split(",")
 
@@ -171,16 +179,24 @@ def main() -> None:
         log(f"starting our gateway (uvicorn, {args.workers} worker(s))")
         gw = start_gateway(workdir, env, workers=args.workers)
         servers.append(gw)
-        log(f"starting the LiteLLM proxy {LITELLM_VERSION} ({args.workers} worker(s))")
-        ll = start_litellm(workdir, emulator_port=emu.port, workers=args.workers)
-        servers.append(ll)
-
+        auth = {"Authorization": f"Bearer {key}"}
         cases = [
             Case("direct", emu, MODEL, {}, measure_cpu=False),
-            Case("gw explicit", gw, MODEL, {"Authorization": f"Bearer {key}"}),
-            Case("gw auto/local", gw, "auto", {"Authorization": f"Bearer {key}"}),
-            Case("litellm", ll, MODEL, {"Authorization": f"Bearer {LITELLM_KEY}"}),
+            Case("gw explicit", gw, MODEL, auth),
+            Case("gw auto/local", gw, "auto", auth),
         ]
+        for variant in args.variant:
+            log(f"starting our gateway with {variant}")
+            name, _, value = variant.partition("=")
+            other = start_gateway(workdir, {**env, name: value}, workers=args.workers)
+            servers.append(other)
+            cases += [Case(f"gw explicit [{variant}]", other, MODEL, auth),
+                      Case(f"gw auto/local [{variant}]", other, "auto", auth)]
+        if not args.no_litellm:
+            log(f"starting the LiteLLM proxy {LITELLM_VERSION} ({args.workers} worker(s))")
+            ll = start_litellm(workdir, emulator_port=emu.port, workers=args.workers)
+            servers.append(ll)
+            cases.append(Case("litellm", ll, MODEL, {"Authorization": f"Bearer {LITELLM_KEY}"}))
         results: dict[tuple[str, str, int], LoadResult] = {}
         for mode in modes:
             for conc in levels:
@@ -227,15 +243,21 @@ def main() -> None:
         p50, p99 = local.pct(50) - base.pct(50), local.pct(99) - base.pct(99)
         print(f"  added latency at c=1, local sentinel: p50 {p50:.2f} ms (goal ≤ 2) "
               f"{'MET' if p50 <= 2 else 'NOT MET'}; p99 {p99:.2f} ms (goal ≤ 5) {'MET' if p99 <= 5 else 'NOT MET'}")
+        base, explicit = results[(mode, "direct", 1)], results[(mode, "gw explicit", 1)]
+        p50, p99 = explicit.pct(50) - base.pct(50), explicit.pct(99) - base.pct(99)
+        print(f"  added latency at c=1, explicit model: p50 {p50:.2f} ms, p99 {p99:.2f} ms (should be below the routed case)")
     top = max(levels)
-    ours, theirs = results[(mode, "gw auto/local", top)], results[(mode, "litellm", top)]
-    ratio = ours.rps / theirs.rps if theirs.rps else float("inf")
-    print(f"  RPS at c={top}: ours {ours.rps:.0f} vs LiteLLM {theirs.rps:.0f} = {ratio:.2f}x (goal ≥ 5x) "
-          f"{'MET' if ratio >= 5 else 'NOT MET'}")
-    cpu_ratio = ours.cpu_ms_per_request() / theirs.cpu_ms_per_request()
-    print(f"  CPU per request at c={top}: ours {ours.cpu_ms_per_request():.2f} ms vs LiteLLM "
-          f"{theirs.cpu_ms_per_request():.2f} ms = {cpu_ratio:.2f} of LiteLLM's (goal ≤ 0.20) "
-          f"{'MET' if cpu_ratio <= 0.2 else 'NOT MET'}")
+    if not args.no_litellm:
+        theirs = results[(mode, "litellm", top)]
+        for name in ("gw auto/local", "gw explicit"):
+            ours = results[(mode, name, top)]
+            ratio = ours.rps / theirs.rps if theirs.rps else float("inf")
+            print(f"  RPS at c={top}, {name}: ours {ours.rps:.0f} vs LiteLLM {theirs.rps:.0f} = {ratio:.2f}x "
+                  f"(goal ≥ 5x) {'MET' if ratio >= 5 else 'NOT MET'}")
+            cpu_ratio = ours.cpu_ms_per_request() / theirs.cpu_ms_per_request()
+            print(f"  CPU per request at c={top}, {name}: ours {ours.cpu_ms_per_request():.2f} ms vs LiteLLM "
+                  f"{theirs.cpu_ms_per_request():.2f} ms = {cpu_ratio:.2f} of LiteLLM's (goal ≤ 0.20) "
+                  f"{'MET' if cpu_ratio <= 0.2 else 'NOT MET'}")
     print(f"  (logs in {workdir})")
 
 

@@ -11,6 +11,7 @@ attempt logs (outcome, error kind, retries, latency). Circuit states are pushed 
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -55,48 +56,66 @@ CIRCUIT_TRANSITIONS = Counter("gateway_circuit_transitions", "Circuit state chan
 _CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: `labels()` validates and locks on every call, and
+    `observe` below runs on the request path a dozen times per request. The label sets are the
+    metrics' own (bounded) cardinality; children are never removed here."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
+
+
 def circuit_changed(provider: str, model: str, state: str) -> None:
     """`BreakerRegistry.on_change` hook: the gauge follows each provider+model's circuit."""
-    CIRCUIT_STATE.labels(provider, model).set(_CIRCUIT_VALUES.get(state, 0))
-    CIRCUIT_TRANSITIONS.labels(provider, model, state).inc()
+    child(CIRCUIT_STATE, provider, model).set(_CIRCUIT_VALUES.get(state, 0))
+    child(CIRCUIT_TRANSITIONS, provider, model, state).inc()
+
+
 LOG_WRITTEN = Gauge("gateway_decision_log_written", "Decision rows written by this process", registry=REGISTRY)
 LOG_SPOOLED = Gauge("gateway_decision_log_spooled", "Decision rows spooled to disk by this process",
                     registry=REGISTRY)
 
 
 def observe(record: DecisionRecord) -> None:
-    REQUESTS.labels(record.endpoint, record.route, record.status).inc()
+    route = record.route
+    child(REQUESTS, record.endpoint, route, record.status).inc()
     if record.sentinel_kind != "bypass":
-        DECISIONS.labels(record.sentinel_kind, record.route_decided or "invalid", str(record.escalated).lower()).inc()
+        child(DECISIONS, record.sentinel_kind, record.route_decided or "invalid",
+              "true" if record.escalated else "false").inc()
     if record.sentinel_error:
         SENTINEL_FAILURES.inc()
-    LATENCY.labels("sentinel", record.route).observe(record.sentinel_ms / 1000)
-    LATENCY.labels("executor", record.route).observe(record.executor_ms / 1000)
-    LATENCY.labels("overhead", record.route).observe(record.overhead_ms / 1000)
-    LATENCY.labels("total", record.route).observe(record.total_ms / 1000)
+    child(LATENCY, "sentinel", route).observe(record.sentinel_ms / 1000)
+    child(LATENCY, "executor", route).observe(record.executor_ms / 1000)
+    child(LATENCY, "overhead", route).observe(record.overhead_ms / 1000)
+    child(LATENCY, "total", route).observe(record.total_ms / 1000)
     for stage, values in (
         ("sentinel", (record.sentinel_input_tokens, record.sentinel_output_tokens, record.sentinel_cached_tokens)),
         ("executor", (record.executor_input_tokens, record.executor_output_tokens, record.executor_cached_tokens)),
     ):
         for kind, value in zip(("input", "output", "cached"), values, strict=True):
             if value:
-                TOKENS.labels(stage, kind).inc(value)
-    SPEND.labels(record.route, record.executor_model or "none").inc(float(record.cost))
+                child(TOKENS, stage, kind).inc(value)
+    child(SPEND, route, record.executor_model or "none").inc(float(record.cost))
     BASELINE.inc(float(record.baseline_cost))
     if record.status == "error" and record.executor_provider:
-        PROVIDER_ERRORS.labels(record.executor_provider).inc()
+        child(PROVIDER_ERRORS, record.executor_provider).inc()
     if record.attempts > 1:
         EXTRA_ATTEMPTS.inc(record.attempts - 1)
     for attempt in record.attempt_log:
         role, provider = attempt.get("role", ""), attempt.get("provider", "")
         outcome = attempt.get("outcome", "")
-        PROVIDER_CALLS.labels(role, provider, attempt.get("model", ""), outcome).inc()
+        child(PROVIDER_CALLS, role, provider, attempt.get("model", ""), outcome).inc()
         if outcome in ("error", "timeout", "partial"):
-            PROVIDER_CALL_ERRORS.labels(provider, str(attempt.get("status") or attempt.get("error") or "error")).inc()
+            child(PROVIDER_CALL_ERRORS, provider, str(attempt.get("status") or attempt.get("error") or "error")).inc()
         if attempt.get("retry"):
-            RETRIES.labels(role, provider).inc()
+            child(RETRIES, role, provider).inc()
         if outcome != "circuit_open":
-            PROVIDER_CALL_LATENCY.labels(role, provider).observe(float(attempt.get("ms", 0.0)) / 1000)
+            child(PROVIDER_CALL_LATENCY, role, provider).observe(float(attempt.get("ms", 0.0)) / 1000)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
