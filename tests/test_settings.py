@@ -54,7 +54,7 @@ def test_check_deploy_is_clean_under_production_settings():
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("tuning, frozen, thresholds", [("1", True, "(20000, 50, 100)"), ("0", False, "(700, 10, 10)")])
+@pytest.mark.parametrize("tuning, frozen, thresholds", [("1", True, "(5000, 20, 50)"), ("0", False, "(700, 10, 10)")])
 def test_the_asgi_application_freezes_startup_objects_out_of_the_collector_unless_told_not_to(
         tuning, frozen, thresholds):
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG"}}
