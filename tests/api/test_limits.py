@@ -23,6 +23,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.test import AsyncClient
 from django.utils import timezone
 
 from routing.limits import (
@@ -513,14 +514,32 @@ def test_spend_is_settled_to_the_decision_rows_cost_for_plain_decide_only_and_st
     raw = make_key(daily_budget="10", monthly_budget="50")
     ids = [post(client, "/api/v1/complete", {"message": "What is the capital of Peru?"}, raw)["x-request-id"],
            post(client, "/api/v1/route", {"message": "Prove that sqrt(2) is irrational."}, raw)["x-request-id"]]
-    streamed = post(client, "/v1/chat/completions", {"model": "auto", "stream": True, "messages": [
-        {"role": "user", "content": "Explain how a hash map works."}]}, raw)
-    async_to_sync(drain)(streamed)
-    ids.append(streamed["x-request-id"])
-    flush_log()
-    spent = sum(Decision.objects.filter(request_id__in=ids).values_list("cost", flat=True))
+
+    async def stream() -> str:
+        # The async client, so that the stream is opened and read on one event loop (the sync client
+        # opens it in one loop and reads it in another, which cuts the provider's stream short).
+        streamed = await AsyncClient().post(
+            "/v1/chat/completions", data=json.dumps({"model": "auto", "stream": True, "messages": [
+                {"role": "user", "content": "Explain how a hash map works."}]}),
+            content_type="application/json", headers={"authorization": f"Bearer {raw}"})
+        await drain(streamed)
+        return streamed["x-request-id"]
+
+    ids.append(async_to_sync(stream)())
+    # A stream's row is recorded and its reservation settled as its generator closes, which can come
+    # just after the last chunk was read: wait (bounded) for both rather than race them.
+    deadline = time.monotonic() + 10
+    while True:
+        flush_log()
+        rows = Decision.objects.filter(request_id__in=ids)
+        spent = sum(rows.values_list("cost", flat=True))
+        now = usage(raw)
+        if (rows.count() == len(ids) and now["daily_budget"] <= spent + Decimal("0.000000003")) or (
+                time.monotonic() > deadline):
+            break
+        time.sleep(0.05)
+    assert sorted(rows.values_list("status", flat=True)) == ["ok"] * 3
     assert spent > 0
-    now = usage(raw)
     # Each request's cost is rounded up to the nanodollar in the counters, never down.
     assert spent <= now["daily_budget"] <= spent + Decimal("0.000000003")
     assert now["monthly_budget"] == now["daily_budget"]
