@@ -152,6 +152,8 @@ def main() -> None:
                         help="also run our gateway with this setting changed (its own process, the same database), "
                              "as extra cases in the same run: an A/B of a setting, e.g. GATEWAY_GC_TUNING=0")
     parser.add_argument("--no-litellm", action="store_true", help="our gateway only (an A/B run with --variant)")
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="requests sent to each case before it is measured (at least the concurrency)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12",
                         help="our gateway's cache and Celery broker (a dedicated index, flushed); 'none' for in-process")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/gateway_bench_gw",
@@ -205,7 +207,7 @@ def main() -> None:
                     results[(mode, case.name, conc)] = run_load(
                         port=case.server.port, path="/v1/chat/completions", bodies=bodies(case.model, mode == "stream"),
                         headers=case.headers, requests=args.requests, concurrency=conc,
-                        warmup=max(conc, 20), cpu_pids=[case.server.proc.pid] if case.measure_cpu else [],
+                        warmup=max(conc, args.warmup), cpu_pids=[case.server.proc.pid] if case.measure_cpu else [],
                     )
         rss = {s.name: peak_rss_mb(s.pids) for s in servers}
     finally:
