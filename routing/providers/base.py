@@ -36,7 +36,7 @@ class ProviderConfig:
     http_backend: str = "httpx"
     # Seconds an idle pooled connection is kept for reuse; shorter than the servers' own idle
     # timeouts (5 s for uvicorn and gunicorn) so that a request rarely meets a connection the
-    # server is closing at that moment. See PROVIDER_KEEPALIVE_S.
+    # server is closing at that moment. See PROVIDER_KEEPALIVE_MS.
     keepalive_s: float = 4.0
 
 
