@@ -160,14 +160,21 @@ def mode_settings() -> ModeSettings:
     )
 
 
+def decision_cache_redis_url() -> str | None:
+    """Where the shared decision cache lives: GATEWAY_DECISION_CACHE_REDIS_URL, else the Redis
+    of the default cache (REDIS_URL, as config/settings/database.py reads it), else nowhere."""
+    url = getattr(settings, "GATEWAY_DECISION_CACHE_REDIS_URL", None)
+    default_cache = settings.CACHES.get("default", {})
+    if url is None and default_cache.get("BACKEND", "").endswith("RedisCache"):
+        url = default_cache.get("LOCATION")
+    return url or None
+
+
 def build_decision_cache() -> DecisionCache:
     """In-process; with `REDIS_URL`, shared through Redis (a redis.asyncio client per event loop)."""
     size = int(getattr(settings, "GATEWAY_DECISION_CACHE_SIZE", 10_000))
     ttl = float(getattr(settings, "GATEWAY_DECISION_CACHE_TTL_S", 600.0))
-    url = getattr(settings, "GATEWAY_DECISION_CACHE_REDIS_URL", None)
-    default_cache = settings.CACHES.get("default", {})
-    if url is None and default_cache.get("BACKEND", "").endswith("RedisCache"):
-        url = default_cache.get("LOCATION")  # REDIS_URL, as config/settings/database.py reads it
+    url = decision_cache_redis_url()
     if not url:
         return DecisionCache(max_entries=size, ttl_s=ttl)
     import redis.asyncio as aioredis

@@ -38,6 +38,27 @@ def _close_serving_connections(django_db_setup, django_db_blocker):
         close_db_connections()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_shared_decisions_from_earlier_runs() -> None:
+    """The shared decision cache (Redis) is keyed by application and policy ids, which every new
+    test database hands out again from 1: entries an earlier test run left (they live 10 minutes)
+    would answer this run's requests without a sentinel call. Only its keys are deleted."""
+    from routing.engine.cache import REDIS_PREFIX
+    from routing.runtime import decision_cache_redis_url
+
+    url = decision_cache_redis_url()
+    if url:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            keys = list(client.scan_iter(match=f"{REDIS_PREFIX}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
     server = EmulatorServer().start()
@@ -136,7 +157,13 @@ class LiveGateway:
 @pytest.fixture
 def live_gateway(transactional_db, emu, runtime, catalog) -> Iterator[LiveGateway]:
     """The real ASGI app served by uvicorn on a loopback port, in its own thread and event loop."""
+    from audits.sampling import get_sampler
+
     server = LiveGateway().start()
     yield server
     runtime.recorder.flush()
+    # The sampler thread may still be deciding on this test's requests: done before the database is
+    # emptied, or it finds their policy gone, samples at the default rate, and a judge call lands
+    # in the next test's emulator ledger.
+    get_sampler().flush()
     server.stop()
