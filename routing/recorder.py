@@ -1,8 +1,13 @@
 """The decision log writer: off the response path, in batches, never losing a row.
 
-1. Request handlers call `record()`, which only appends to an in-memory queue.
-2. A background thread drains the queue in batches (`DECISION_LOG_BATCH_SIZE` rows or
-   `DECISION_LOG_FLUSH_MS`) and bulk-inserts them.
+1. Request handlers call `record()`, which appends to an in-memory queue; on PostgreSQL it
+   first encodes the row for COPY (tens of microseconds), so that a flush holds the
+   interpreter lock only for its few statements: encoding a whole batch at flush time held it
+   for milliseconds, and the requests being served meanwhile waited (the p99 at concurrency 1,
+   docs/BENCHMARKS.md).
+2. A background thread wakes every `DECISION_LOG_FLUSH_MS` (sooner when
+   `DECISION_LOG_BATCH_SIZE` rows are waiting) and bulk-inserts what is pending, in batches of
+   at most that size. Rows arriving do not wake it one at a time.
 3. When the insert fails (database away, slow, locked), the batch is appended to a
    spool file (JSON lines, fsynced) and the thread goes on. For `DB_RETRY_S` after a
    failure, batches go straight to the spool: a hung database costs one connect timeout,
@@ -13,17 +18,19 @@
    without closing (a hung server, a stalled proxy) is cut after `WRITE_DEADLINE_S`, so
    the writer never hangs; the batch is spooled (and, if the write did land, the replay
    skips it).
-6. At exit the queue is flushed (to the database or, failing that, the spool).
+6. At exit the queue is flushed (to the database or, failing that, the spool). The writer's
+   database connection is closed after `IDLE_CLOSE_S` without rows.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
+import itertools
 import json
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -40,12 +47,15 @@ from django.db import close_old_connections, connections
 from routing.engine.dispatch import DecisionRecord
 
 log = logging.getLogger("routing.recorder")
+_UNSET = object()
 
 # After a failed write the database is left alone this long (batches go to the spool).
 DB_RETRY_S = 2.0
 # The longest a write or replay may take before its connection is cut. Above the statement
 # timeout (3 s), which a live but slow server enforces itself; this catches silent connections.
 WRITE_DEADLINE_S = 8.0
+# The writer closes its database connection after this long without rows (by default).
+IDLE_CLOSE_S = 5.0
 
 
 @contextlib.contextmanager
@@ -101,15 +111,23 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class DecisionRecorder:
-    def __init__(self, *, spool_dir: str | Path, batch_size: int = 500, flush_ms: int = 200) -> None:
+    def __init__(self, *, spool_dir: str | Path, batch_size: int = 500, flush_ms: int = 200,
+                 idle_close_s: float = IDLE_CLOSE_S) -> None:
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
         self.flush_s = flush_ms / 1000
-        self._queue: queue.Queue[DecisionRecord | None] = queue.Queue()
+        self.idle_close_s = idle_close_s
+        # (record, its COPY line or None): appended by `record()`, taken by the writer thread.
+        self._pending: collections.deque[tuple[DecisionRecord, bytes | None]] = collections.deque()
+        self._pending_lock = threading.Lock()  # `record()` vs the writer going idle (see `_run`)
+        self._wake = threading.Event()  # a full batch, a flush() or close(): don't wait out the interval
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+        self._encode: Any = _UNSET  # decision_row_encoder(), made on first use
+        self._position = itertools.count()
         self.written = 0
         self.spooled = 0
         self.failures = 0
@@ -121,8 +139,36 @@ class DecisionRecorder:
 
         metrics.observe(record)
         self._ensure_thread()
-        self._idle.clear()
-        self._queue.put_nowait(record)
+        with self._pending_lock:
+            line = self._encoded(record)
+            self._idle.clear()
+            self._pending.append((record, line))
+            full = len(self._pending) >= self.batch_size
+        if full:
+            self._wake.set()
+
+    def _encoded(self, record: DecisionRecord) -> bytes | None:
+        """`record`'s COPY line (PostgreSQL), made here, a few tens of microseconds a row, rather
+        than the whole batch's in the writer thread: that held the interpreter lock for
+        milliseconds at each flush, and the requests being served meanwhile waited. Its
+        position (the staging table's ordering column) only has to grow. Called under
+        `_pending_lock` (the encoder keeps a buffer)."""
+        if self._encode is _UNSET:
+            from .services import decision_row_encoder
+
+            try:
+                self._encode = decision_row_encoder()  # None unless PostgreSQL
+            except Exception:  # noqa: BLE001 - each batch is encoded at flush instead
+                log.warning("decision log: no COPY encoder; rows are encoded at flush", exc_info=True)
+                self._encode = None
+        if self._encode is None:
+            return None
+        try:
+            return self._encode(record, next(self._position))
+        except Exception:  # noqa: BLE001 - never fail the request: the insert encodes (and rejects) it
+            log.warning("decision log: a row could not be encoded for COPY; its batch is encoded at flush",
+                        exc_info=True)
+            return None
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -135,42 +181,41 @@ class DecisionRecorder:
 
     # -- consumer side ---------------------------------------------------------------------
     def _run(self) -> None:
+        """Every `flush_s` (sooner when a batch is full, or on flush()/close()), take what is
+        pending in batches and write them. The thread sleeps in between: rows arriving do not
+        wake it one by one."""
+        last_rows_at: float | None = None  # monotonic; None: no connection held since the last close
         while True:
-            batch: list[DecisionRecord] = []
-            stop = False
-            try:
-                item = self._queue.get(timeout=self.flush_s)
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-                deadline = time.monotonic() + self.flush_s
-                while not stop and len(batch) < self.batch_size:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                    else:
-                        batch.append(item)
-            except queue.Empty:
-                pass
-            if batch:
-                self._write(batch)
+            if not self._stopping and len(self._pending) < self.batch_size:
+                self._wake.wait(self.flush_s)
+            self._wake.clear()
+            stop = self._stopping
+            taken: list[tuple[DecisionRecord, bytes | None]] = []
+            while self._pending and len(taken) < self.batch_size:
+                taken.append(self._pending.popleft())
+            if taken:
+                lines = [line for _, line in taken]
+                self._write([record for record, _ in taken],
+                            None if any(line is None for line in lines) else b"".join(lines))  # type: ignore[arg-type]
             self._replay_spool()
-            if self._queue.empty():
-                if batch:
-                    connections.close_all()  # idle: don't hold a database connection open
-                self._idle.set()
-            if stop:
+            with self._pending_lock:
+                idle = not self._pending
+                if idle:
+                    self._idle.set()
+            now = time.monotonic()
+            if taken:
+                last_rows_at = now
+            elif idle and last_rows_at is not None and now - last_rows_at >= self.idle_close_s:
+                # No rows for a while: don't hold a database connection open. Not after every
+                # batch that empties the queue: at a few requests a second that was a new
+                # connection per batch (~20 ms of this process's CPU each, under the GIL).
+                connections.close_all()
+                last_rows_at = None
+            if stop and idle:
                 connections.close_all()
                 return
 
-    def _write(self, batch: list[DecisionRecord]) -> None:
+    def _write(self, batch: list[DecisionRecord], staged: bytes | None = None) -> None:
         from .services import decisions_insert
 
         if time.monotonic() < self._db_retry_at:
@@ -179,7 +224,7 @@ class DecisionRecorder:
         try:
             close_old_connections()
             with db_deadline(WRITE_DEADLINE_S):
-                decisions_insert(records=batch)
+                decisions_insert(records=batch, staged=staged)
             self.written += len(batch)
         except Exception as exc:  # noqa: BLE001 - any database failure spools the batch
             self.failures += 1
@@ -225,14 +270,16 @@ class DecisionRecorder:
 
     # -- control ---------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is written or spooled (tests, shutdown)."""
+        """Wait until everything recorded so far is written or spooled (tests, shutdown)."""
         if self._thread is None:
             return True
+        self._wake.set()
         return self._idle.wait(timeout)
 
     def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
+            self._stopping = True
+            self._wake.set()
             self._thread.join(timeout=15)
 
 

@@ -9,6 +9,7 @@ import json
 import operator
 import secrets
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -21,7 +22,13 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Field
 from django.utils import timezone
 
-from dashboard.services import rollups_apply, rollups_apply_stored, rollups_lock, rollups_scores_apply
+from dashboard.services import (
+    rollups_apply,
+    rollups_apply_stored,
+    rollups_forget_connection,
+    rollups_lock,
+    rollups_scores_apply,
+)
 from routing.engine.dispatch import DecisionRecord
 
 from .limits import MAX_BUDGET
@@ -178,30 +185,43 @@ def policy_bootstrap() -> PolicyVersion:
     return policy
 
 
-def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]]) -> int:
+def decisions_insert(*, records: Iterable[DecisionRecord | dict[str, Any]], staged: bytes | None = None) -> int:
     """Store decision rows and count them in the dashboard rollups; return how many were stored.
 
     A row whose request id is already stored, or repeated earlier in the batch, is skipped
     (replays are safe; the first wins). A row whose application or policy version no longer
     exists is kept with that link nulled. Feedback that arrived before its row is copied on.
     The rollups count exactly the rows stored, so a rebuild reproduces them.
+
+    `staged` (PostgreSQL): the records already encoded, each at its position in `records`, by
+    `decision_row_encoder()`; ignored on other databases.
     """
     records = list(records)
     if not records:
         return 0
     if connection.vendor == "postgresql":
         try:
-            return _decisions_insert_postgres(records)
-        except IntegrityError:
-            # A link checked a moment ago vanished before the commit (a concurrent delete):
-            # once more, and the check now drops it.
-            return _decisions_insert_postgres(records)
+            try:
+                return _decisions_insert_postgres(records, staged)
+            except IntegrityError:
+                # A link checked a moment ago vanished before the commit (a concurrent delete):
+                # once more, and the check now drops it.
+                return _decisions_insert_postgres(records, staged)
+        except Exception:
+            # What this connection's session was known to hold (the staging table, the prepared
+            # rollup statement) is asked again next time: a pooler's `DISCARD ALL` drops both.
+            if (raw := connection.connection) is not None:
+                _staged_on.discard(raw)
+                rollups_forget_connection(raw)
+            raise
     return _decisions_insert_orm(records)
 
 
 # ---- PostgreSQL: COPY into a staging table, INSERT … SELECT, rollups in SQL --------------------
 
 STAGE_TABLE = "routing_decision_stage"
+# Raw connections (psycopg) whose session has the staging table (a reconnect starts a new one).
+_staged_on: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -259,8 +279,8 @@ def _staging() -> _Staging:
                     (encoders.pop() or json.JSONEncoder)().encode, create_sql, copy_sql, insert_sql)
 
 
-def _stage_rows(staging: _Staging, records: list[DecisionRecord | dict[str, Any]]) -> Iterator[list[Any]]:
-    """Each record as COPY values: its position in the batch, the `fields`, the JSON array.
+def _stage_row_builder(staging: _Staging) -> Callable[[DecisionRecord | dict[str, Any], int], list[Any]]:
+    """A function giving one record's COPY values: its position in the batch, the `fields`, the JSON array.
 
     Values are what psycopg writes natively (UUID, aware datetime, Decimal, bool, numbers, text);
     JSON is text from the field's encoder, as the ORM writes it. A dict goes through
@@ -276,7 +296,8 @@ def _stage_rows(staging: _Staging, records: list[DecisionRecord | dict[str, Any]
     json_getters = [operator.attrgetter(f.attname) if f.attname in names else (lambda _, f=f: f.get_default())
                     for f in json_fields]
     time_slots = [i + 1 for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
-    for position, record in enumerate(records):
+
+    def build(record: DecisionRecord | dict[str, Any], position: int) -> list[Any]:
         if isinstance(record, DecisionRecord):
             values = [position, *carried(record), *([f.get_default() for f in others] if fresh_defaults else defaults),
                       encode([get(record) for get in json_getters])]
@@ -287,12 +308,41 @@ def _stage_rows(staging: _Staging, records: list[DecisionRecord | dict[str, Any]
         for i in time_slots:
             if isinstance(values[i], datetime) and timezone.is_naive(values[i]):
                 values[i] = timezone.make_aware(values[i])  # as the ORM reads a naive time (with a warning)
-        yield values
+        return values
+
+    return build
 
 
-def _decisions_insert_postgres(records: list[DecisionRecord | dict[str, Any]]) -> int:
+def decision_row_encoder() -> Callable[[DecisionRecord | dict[str, Any], int], bytes] | None:
+    """PostgreSQL: a function giving one record's line of COPY text at a position in its batch,
+    for `decisions_insert(staged=...)`; None on other databases.
+
+    The decision writer encodes each row as it arrives (a few tens of microseconds of the
+    interpreter lock at a time) rather than a whole batch at flush time, which held the lock for
+    milliseconds and stalled the requests being served meanwhile. The bytes are psycopg's own
+    COPY text formatting (`Copy.write_row` uses the same formatter) with the global adapters,
+    which are what Django's connections use for these types (it registers loaders, and a
+    dumper only for ranges); the client encoding is UTF-8 (Django sets it).
+    """
+    if connection.vendor != "postgresql":
+        return None
+    from psycopg._copy_base import TextFormatter  # not exported; the formatter `Copy.write_row` calls
+    from psycopg.adapt import Transformer
+
+    build = _stage_row_builder(_staging())
+    formatter = TextFormatter(Transformer())
+
+    def encode(record: DecisionRecord | dict[str, Any], position: int) -> bytes:
+        formatter.write_row(build(record, position))
+        return bytes(formatter.end())
+
+    return encode
+
+
+def _decisions_insert_postgres(records: list[DecisionRecord | dict[str, Any]], staged: bytes | None = None) -> int:
     """1. COPY the batch into a per-connection temporary staging table (created here when this
-       connection has none yet, so that reconnecting is harmless; emptied at commit);
+       connection has none yet, so that reconnecting is harmless; emptied at commit; a connection
+       where its creation has committed is not asked again);
     2. take the rollup lock (a rebuild never sees half of an insert);
     3. INSERT … SELECT … ORDER BY position ON CONFLICT (request_id) DO NOTHING RETURNING id,
        early feedback joined on: exactly the rows stored, no separate look-up of known ids (a
@@ -305,14 +355,22 @@ def _decisions_insert_postgres(records: list[DecisionRecord | dict[str, Any]]) -
     staging = _staging()
     nested = connection.in_atomic_block  # then the commit that empties the staging table comes later
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(staging.create_sql)
+        raw = connection.connection
+        if raw not in _staged_on:
+            cursor.execute(staging.create_sql)
+            # Known to exist once committed (a rollback undoes the CREATE): then not asked again.
+            transaction.on_commit(lambda: _staged_on.add(raw))
         if nested:
             cursor.execute(f"TRUNCATE {STAGE_TABLE}")  # rows an earlier call staged in the caller's transaction
         # Django's wrapper has no COPY: its psycopg cursor does, on the same connection and transaction
         # (errors raised as Django's, as for any statement).
         with connection.wrap_database_errors, cursor.cursor.copy(staging.copy_sql) as copy:
-            for row in _stage_rows(staging, records):
-                copy.write_row(row)
+            if staged is not None:
+                copy.write(staged)
+            else:
+                build = _stage_row_builder(staging)
+                for position, record in enumerate(records):
+                    copy.write_row(build(record, position))
         rollups_lock()
         cursor.execute(staging.insert_sql)
         ids = [row[0] for row in cursor.fetchall()]

@@ -52,6 +52,39 @@ def wait_until(predicate, timeout=15.0):
     return False
 
 
+def sessions_since(start) -> int:
+    """Database sessions opened since `start` and still open, other than this one (the writer's, here)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND backend_start >= %s",
+                       [start])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="counts sessions in pg_stat_activity")
+def test_the_writer_keeps_one_connection_while_rows_come_and_closes_it_once_they_stop(tmp_path):
+    """Batch after batch on one session (not a new connection per batch, ~20 ms of the serving
+    process's CPU each), closed once no row has come for `idle_close_s`."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        start = cursor.fetchone()[0]
+    recorder = DecisionRecorder(spool_dir=tmp_path, flush_ms=30, idle_close_s=1.0)
+    try:
+        records = []
+        for _ in range(8):  # a row every ~50 ms: each batch empties the queue
+            records.append(make_record())
+            recorder.record(records[-1])
+            time.sleep(0.05)
+        assert recorder.flush(10)
+        assert Decision.objects.filter(request_id__in=[r.request_id for r in records]).count() == 8
+        assert sessions_since(start) == 1, "the writer closed its connection between batches"
+        assert wait_until(lambda: sessions_since(start) == 0, timeout=5), "the idle writer kept its connection"
+        recorder.record(make_record())  # rows again: a connection again
+        assert recorder.flush(10) and Decision.objects.count() == 9 and sessions_since(start) == 1
+    finally:
+        recorder.close()
+
+
 def test_rows_are_spooled_while_the_table_is_away_and_replayed_once_it_is_back(tmp_path):
     recorder = DecisionRecorder(spool_dir=tmp_path, batch_size=50, flush_ms=50)
     with connection.cursor() as cursor:

@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 from dashboard.models import RollupDay, RollupHour
 from dashboard.services import rollups_rebuild_all
 from routing.models import Application, Decision, Feedback, PolicyVersion
-from routing.services import _decisions_insert_orm, decisions_insert
+from routing.services import _decisions_insert_orm, decision_row_encoder, decisions_insert
 from tests.dashboard.conftest import decision_row, random_rows
 from tests.dashboard.test_rollups import assert_exact, stored
 from tests.test_decision_log import make_record
@@ -146,7 +146,8 @@ def test_rollups_after_many_inserts_equal_a_full_rebuild(apps):
 
 
 def test_it_stores_exactly_what_the_orm_path_stores(apps):
-    """Money, JSON (SQL NULL for None), UUIDs, times in any zone, defaults, DecisionRecords and dicts."""
+    """Money, JSON (SQL NULL for None), UUIDs, times in any zone, defaults, DecisionRecords and dicts;
+    also when the rows come encoded as the decision writer encodes them on arrival (`staged`)."""
     policy = PolicyVersion.objects.create(number=9, status="superseded")
     plus_two = timezone(timedelta(hours=2))
     variants = [
@@ -166,15 +167,22 @@ def test_it_stores_exactly_what_the_orm_path_stores(apps):
     twins = [{**values, "request_id": uuid.uuid4()} for values in as_dicts]
     assert decisions_insert(records=variants) == 3
     assert _decisions_insert_orm(twins) == 3
+    encode = decision_row_encoder()
+    pre_encoded = [dataclasses.replace(v, request_id=uuid.uuid4()) if dataclasses.is_dataclass(v)
+                   else {**v, "request_id": uuid.uuid4()} for v in variants]
+    staged = b"".join(encode(record, position) for position, record in enumerate(pre_encoded))
+    assert decisions_insert(records=pre_encoded, staged=staged) == 3
     fields = [f.attname for f in Decision._meta.concrete_fields if f.attname not in ("id", "request_id")]
-    for values, twin in zip(as_dicts, twins, strict=True):
+    for values, twin, early in zip(as_dicts, twins, pre_encoded, strict=True):
         copied = Decision.objects.values(*fields).get(request_id=values["request_id"])
         through_orm = Decision.objects.values(*fields).get(request_id=twin["request_id"])
-        assert copied == through_orm
+        encoded_first = Decision.objects.values(*fields).get(
+            request_id=early.request_id if dataclasses.is_dataclass(early) else early["request_id"])
+        assert copied == through_orm == encoded_first
     first = Decision.objects.get(request_id=as_dicts[0]["request_id"])
     assert first.sentinel_decision is None and first.local_decision["unicode"] == "né\t\"x\"\n\\"
     assert first.cost == Decimal("0.0000000001") and first.created_at == datetime(2026, 5, 4, 10, 0, 1, 7, UTC)
-    assert Decision.objects.filter(sentinel_decision__isnull=True).count() == 4  # SQL NULL, not JSON null
+    assert Decision.objects.filter(sentinel_decision__isnull=True).count() == 6  # SQL NULL, not JSON null
 
 
 def test_an_unknown_field_or_a_bad_value_fails_the_batch_as_on_the_orm_path(db):
@@ -190,13 +198,44 @@ def test_an_unknown_field_or_a_bad_value_fails_the_batch_as_on_the_orm_path(db):
 def test_a_batch_costs_the_same_few_statements_whatever_its_size(apps):
     """COPY (not captured: it bypasses Django's cursor wrapper) plus a fixed handful of statements."""
     statements = []
-    for n in (5, 400):
+    for n in (5, 400, 7):
         with CaptureQueriesContext(connection) as queries:
             decisions_insert(records=random_rows(n, apps=(None, *apps), seed=n))
-        statements.append([q["sql"].split()[0] for q in queries])
+        statements.append([q["sql"].split()[0] + (" pg_prepared_statements" if "pg_prepared_statements" in q["sql"]
+                                                   else "") for q in queries])
     # Here, in the test's transaction: a savepoint around it, and the staging table emptied first.
-    assert statements[0] == statements[1] == [
-        "SAVEPOINT", "CREATE", "TRUNCATE", "SELECT", "INSERT", "WITH", "RELEASE"], statements
+    # The rollup statement is prepared once per connection (by the first batch on it: here, or an
+    # earlier test's on the same connection), then executed.
+    assert [sql for sql in statements[0] if sql not in ("PREPARE", "SELECT pg_prepared_statements")] \
+        == statements[1] == statements[2] == [
+        "SAVEPOINT", "CREATE", "TRUNCATE", "SELECT", "INSERT", "EXECUTE", "RELEASE"], statements
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rollup_statement_is_prepared_once_per_connection_and_again_after_a_reconnect_or_a_failure(apps):
+    """…and the staging table created once; after a failed insert both are asked about again, and
+    a session that lost them (a pooler's DISCARD ALL) gets them back."""
+    seen: list[tuple[int, int, int]] = []
+
+    def insert(n: int = 3) -> None:
+        with CaptureQueriesContext(connection) as queries:
+            decisions_insert(records=random_rows(n, apps=apps, seed=len(seen)))
+        sqls = [q["sql"] for q in queries]
+        seen.append((sum(s.startswith("CREATE TEMP") for s in sqls), sum("pg_prepared_statements" in s for s in sqls),
+                     sum(s.startswith("PREPARE") for s in sqls)))
+
+    insert(), insert()
+    connection.close()
+    insert(), insert()
+    assert seen[1] == seen[3] == (0, 0, 0) and seen[2] == (1, 1, 1), seen
+    with connection.cursor() as cursor:
+        cursor.execute("DISCARD ALL")  # what a pooler resets a session with: temporary tables and statements gone
+    with pytest.raises(Exception, match="routing_decision_stage"):
+        insert()  # this connection still thinks it has them: the batch fails (the recorder spools it)
+    insert(), insert()  # asked again: created and prepared once more
+    assert seen[-2:] == [(1, 1, 1), (0, 0, 0)], seen
+    assert Decision.objects.count() == 18
+    assert_rollups_match_a_full_rebuild()
 
 
 @pytest.mark.django_db(transaction=True)
