@@ -216,11 +216,13 @@ def prepare_gateway_db(env: dict[str, str], *, sentinel_mode: str = "local") -> 
 
 
 def start_gateway(workdir: Path, env: dict[str, str], *, workers: int = 1, extra_args: list[str] | None = None,
-                  port: int | None = None) -> Server:
+                  port: int | None = None, tree: Path = ROOT, name: str = "gateway") -> Server:
+    """Our gateway under uvicorn; `tree`: another checkout of it (e.g. a git worktree of an earlier
+    commit, for an A/B of a code change), run with this checkout's virtualenv."""
     port = port or free_port()
     cmd = [PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), "--no-access-log", "--log-level", "warning", *(extra_args or [])]
-    return start_server("gateway", cmd, port=port, env=env, workdir=workdir, health="/healthz")
+    return start_server(name, cmd, port=port, env=env, workdir=workdir, health="/healthz", cwd=tree)
 
 
 # ---- load generator ------------------------------------------------------------------------------
@@ -248,6 +250,16 @@ class LoadResult:
         if len(values) == 1:
             return values[0]
         return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1]
+
+    def merged(self, other: LoadResult) -> LoadResult:
+        """This run and `other` (of the same case) as one: samples pooled, times and counts summed."""
+        return LoadResult(
+            latencies_ms=self.latencies_ms + other.latencies_ms, first_byte_ms=self.first_byte_ms + other.first_byte_ms,
+            errors=self.errors + other.errors, error_samples=(self.error_samples + other.error_samples)[:10],
+            elapsed_s=self.elapsed_s + other.elapsed_s, server_cpu_s=self.server_cpu_s + other.server_cpu_s,
+            loadgen_cpu_s=self.loadgen_cpu_s + other.loadgen_cpu_s, requests=self.requests + other.requests,
+            extra={**self.extra, **other.extra},
+        )
 
     def cpu_ms_per_request(self) -> float:
         return self.server_cpu_s * 1000 / self.requests if self.requests else float("nan")

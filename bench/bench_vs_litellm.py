@@ -21,6 +21,12 @@ keep-alive, uvloop); its own CPU per request is printed beside the table.
 
     .venv/bin/python bench/bench_vs_litellm.py [--requests 500] [--concurrency 1,16,64] [--workers 1]
     .venv/bin/python bench/bench_vs_litellm.py --no-litellm --variant GATEWAY_GC_TUNING=0   # an A/B of a setting
+    .venv/bin/python bench/bench_vs_litellm.py --no-litellm --tree /tmp/base   # of a code change (a git worktree)
+
+`--rounds N` splits each case's requests into N rounds taken in turn across the cases (case A,
+B, C, then A, B, C again …), so that a change in the machine's speed during the run (a shared VM)
+falls on every case alike instead of on whichever ran at that moment; the warm-up runs once, before
+the first round. The figures are over all rounds together.
 """
 
 from __future__ import annotations
@@ -151,7 +157,12 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
                         help="also run our gateway with this setting changed (its own process, the same database), "
                              "as extra cases in the same run: an A/B of a setting, e.g. GATEWAY_GC_TUNING=0")
+    parser.add_argument("--tree", action="append", default=[], type=Path, metavar="PATH",
+                        help="also run our gateway from this other checkout (e.g. `git worktree add /tmp/base HEAD~1`), "
+                             "with this virtualenv and the same database: an A/B of a code change in one run")
     parser.add_argument("--no-litellm", action="store_true", help="our gateway only (an A/B run with --variant)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="split each case's requests into this many rounds, interleaved across the cases")
     parser.add_argument("--warmup", type=int, default=200,
                         help="requests sent to each case before it is measured (at least the concurrency)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12",
@@ -162,6 +173,8 @@ def main() -> None:
     for variant in args.variant:
         if "=" not in variant:
             parser.error(f"--variant takes KEY=VALUE, not {variant!r}")
+    if not 1 <= args.rounds <= args.requests:
+        parser.error("--rounds must be between 1 and --requests")
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = args.modes.split(",")
 
@@ -190,32 +203,44 @@ def main() -> None:
         for variant in args.variant:
             log(f"starting our gateway with {variant}")
             name, _, value = variant.partition("=")
-            other = start_gateway(workdir, {**env, name: value}, workers=args.workers)
+            other = start_gateway(workdir, {**env, name: value}, workers=args.workers, name=f"gateway [{variant}]")
             servers.append(other)
             cases += [Case(f"gw explicit [{variant}]", other, MODEL, auth),
                       Case(f"gw auto/local [{variant}]", other, "auto", auth)]
+        for tree in args.tree:
+            label = tree.name
+            log(f"starting our gateway from {tree}")
+            other = start_gateway(workdir, env, workers=args.workers, tree=tree.resolve(), name=f"gateway-{label}")
+            servers.append(other)
+            cases += [Case(f"gw explicit [{label}]", other, MODEL, auth), Case(f"gw auto/local [{label}]", other, "auto", auth)]
         if not args.no_litellm:
             log(f"starting the LiteLLM proxy {LITELLM_VERSION} ({args.workers} worker(s))")
             ll = start_litellm(workdir, emulator_port=emu.port, workers=args.workers)
             servers.append(ll)
             cases.append(Case("litellm", ll, MODEL, {"Authorization": f"Bearer {LITELLM_KEY}"}))
         results: dict[tuple[str, str, int], LoadResult] = {}
+        shares = [args.requests // args.rounds + (i < args.requests % args.rounds) for i in range(args.rounds)]
         for mode in modes:
             for conc in levels:
-                for case in cases:
-                    log(f"{mode:6} c={conc:<3} {case.name}: {args.requests} requests")
-                    results[(mode, case.name, conc)] = run_load(
-                        port=case.server.port, path="/v1/chat/completions", bodies=bodies(case.model, mode == "stream"),
-                        headers=case.headers, requests=args.requests, concurrency=conc,
-                        warmup=max(conc, args.warmup), cpu_pids=[case.server.proc.pid] if case.measure_cpu else [],
-                    )
+                for round_no, share in enumerate(shares):
+                    for case in cases:
+                        label = f" (round {round_no + 1}/{args.rounds})" if args.rounds > 1 else ""
+                        log(f"{mode:6} c={conc:<3} {case.name}: {share} requests{label}")
+                        part = run_load(
+                            port=case.server.port, path="/v1/chat/completions",
+                            bodies=bodies(case.model, mode == "stream"), headers=case.headers, requests=share,
+                            concurrency=conc, warmup=max(conc, args.warmup) if round_no == 0 else conc,
+                            cpu_pids=[case.server.proc.pid] if case.measure_cpu else [],
+                        )
+                        key = (mode, case.name, conc)
+                        results[key] = part if key not in results else results[key].merged(part)
         rss = {s.name: peak_rss_mb(s.pids) for s in servers}
     finally:
         for server in reversed(servers):
             server.stop()
         flush_redis_db(redis_url)
 
-    print(f"\n# bench_vs_litellm {time.strftime('%Y-%m-%d %H:%M')} requests/case={args.requests} "
+    print(f"\n# bench_vs_litellm {time.strftime('%Y-%m-%d %H:%M')} requests/case={args.requests} rounds={args.rounds} "
           f"workers={args.workers} litellm={LITELLM_VERSION} gateway db={args.database_url.split('@')[-1]} "
           f"redis={redis_url or 'none (tasks in-process)'}")
     print("| mode | case | conc | p50 ms | p99 ms | added p50 | added p99 | first byte p50 | RPS | "
