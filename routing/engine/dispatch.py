@@ -266,7 +266,10 @@ class Gateway:
             executed.status = "partial" if executed.partial_usage is not None else "error"
             executed.error = executed.error or "client disconnected"
         if self.abandoned is not None:
-            self.abandoned(self.record(routed, executed, request))
+            record = self.record(routed, executed, request)
+            if executed is None:  # gone while routing: nothing served, so never an "ok" row
+                record.status, record.error = "error", "client disconnected"
+            self.abandoned(record)
 
     # ---- execution -----------------------------------------------------------------------
     def _executors(self, spec: RouteSpec) -> list[RouteSpec]:

@@ -232,20 +232,43 @@ def test_a_client_that_disconnects_mid_stream_still_gets_its_row_with_the_tokens
     assert [a["outcome"] for a in r.attempt_log] == ["cancelled"]
 
 
-def test_a_client_that_gives_up_before_the_answer_still_gets_its_row(gw, api_key, emu):
-    emu.configure(model_latency_ms={"claude-opus-4-7": 2000})
+def give_up_after(gw, api_key, message: str, seconds: float) -> None:
+    """One /api/v1/complete request whose client stops waiting after `seconds`."""
     with pytest.raises(httpx2.TimeoutException):
-        httpx2.post(f"{gw.url}/api/v1/complete", json={"message": "Prove that sqrt(2) is irrational."},
-                    headers={"Authorization": f"Bearer {api_key}"}, timeout=0.5)
+        httpx2.post(f"{gw.url}/api/v1/complete", json={"message": message},
+                    headers={"Authorization": f"Bearer {api_key}"}, timeout=seconds)
+
+
+def abandoned_row(before: set) -> Decision:
     deadline = time.monotonic() + 15
-    while not Decision.objects.filter(endpoint="complete").exists():
+    while not Decision.objects.filter(endpoint="complete").exclude(request_id__in=before).exists():
         assert time.monotonic() < deadline, "no row for the abandoned request"
         flush_log()
         time.sleep(0.05)
-    r = Decision.objects.get(endpoint="complete")
-    assert r.status == "error" and r.error == "client disconnected"
+    return Decision.objects.filter(endpoint="complete").exclude(request_id__in=before).get()
+
+
+def test_a_client_that_gives_up_before_the_answer_still_gets_its_row(gw, api_key, emu):
+    # One request first, so that the runtime's first build is not inside the client's 0.5 s.
+    warm = httpx2.post(f"{gw.url}/api/v1/complete", json={"message": "What is the capital of Peru?"},
+                       headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+    assert warm.status_code == 200, warm.text
+    before = {warm.headers["x-request-id"]}
+    emu.configure(model_latency_ms={"claude-opus-4-7": 2000})
+    give_up_after(gw, api_key, "Prove that sqrt(2) is irrational.", 0.5)
+    r = abandoned_row(before)
+    assert r.status == "error" and r.error == "client disconnected", (r.status, r.error, r.policy_reason)
     assert r.executor_input_tokens > 0, "the prompt sent counts as consumed"
     assert r.attempt_log[-1]["outcome"] == "cancelled" and r.attempt_log[-1]["role"] == "executor"
+
+
+def test_a_client_that_gives_up_while_the_sentinel_decides_gets_an_error_row(gw, api_key, emu):
+    emu.configure(model_latency_ms={"claude-haiku-4-5": 2000})  # the sentinel's model
+    give_up_after(gw, api_key, "Prove that sqrt(2) is irrational.", 0.5)
+    r = abandoned_row(set())
+    assert r.status == "error" and r.error == "client disconnected", (r.status, r.error)
+    assert r.policy_reason == "client disconnected while routing" and r.executor_model == ""
+    assert r.executor_cost == 0 and r.attempts == 0
 
 
 def test_the_circuit_opens_then_lets_one_probe_through_after_the_cool_down(gw, api_key, emu, runtime, settings):
