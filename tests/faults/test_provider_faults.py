@@ -248,12 +248,16 @@ def abandoned_row(before: set) -> Decision:
     return Decision.objects.filter(endpoint="complete").exclude(request_id__in=before).get()
 
 
-def test_a_client_that_gives_up_before_the_answer_still_gets_its_row(gw, api_key, emu):
-    # One request first, so that the runtime's first build is not inside the client's 0.5 s.
+def warm_up(gw, api_key) -> set:
+    """One request first, so that the runtime's first build is not inside the client's 0.5 s."""
     warm = httpx2.post(f"{gw.url}/api/v1/complete", json={"message": "What is the capital of Peru?"},
                        headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
     assert warm.status_code == 200, warm.text
-    before = {warm.headers["x-request-id"]}
+    return {warm.headers["x-request-id"]}
+
+
+def test_a_client_that_gives_up_before_the_answer_still_gets_its_row(gw, api_key, emu):
+    before = warm_up(gw, api_key)
     emu.configure(model_latency_ms={"claude-opus-4-7": 2000})
     give_up_after(gw, api_key, "Prove that sqrt(2) is irrational.", 0.5)
     r = abandoned_row(before)
@@ -263,12 +267,15 @@ def test_a_client_that_gives_up_before_the_answer_still_gets_its_row(gw, api_key
 
 
 def test_a_client_that_gives_up_while_the_sentinel_decides_gets_an_error_row(gw, api_key, emu):
-    emu.configure(model_latency_ms={"claude-haiku-4-5": 2000})  # the sentinel's model
-    give_up_after(gw, api_key, "Prove that sqrt(2) is irrational.", 0.5)
-    r = abandoned_row(set())
-    assert r.status == "error" and r.error == "client disconnected", (r.status, r.error)
+    before = warm_up(gw, api_key)
+    emu.configure(model_latency_ms={HAIKU: 2000})  # the sentinel asks for the dated version
+    # A prompt no other test sends: a decision cached from an earlier request would skip the sentinel.
+    give_up_after(gw, api_key, "Prove that there are infinitely many primes of the form 4k+3.", 0.5)
+    r = abandoned_row(before)
+    assert r.status == "error" and r.error == "client disconnected", (r.status, r.error, r.policy_reason)
     assert r.policy_reason == "client disconnected while routing" and r.executor_model == ""
     assert r.executor_cost == 0 and r.attempts == 0
+    assert [(a["role"], a["outcome"]) for a in r.attempt_log] == [("sentinel", "cancelled")]
 
 
 def test_the_circuit_opens_then_lets_one_probe_through_after_the_cool_down(gw, api_key, emu, runtime, settings):
